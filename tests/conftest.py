@@ -1,0 +1,173 @@
+"""Fixtures on real services: PostgreSQL (pytest-django's test database), Redis, a Celery
+worker process and headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+# --- people --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db: Any) -> Callable[..., Any]:
+    from django.contrib.auth.models import Group, User
+
+    def make(username: str, role: str | None = None, password: str = "pw-for-tests") -> User:
+        user = User.objects.create_user(username=username, password=password)
+        if role:
+            # get_or_create: transactional tests flush the groups the data migration made.
+            user.groups.add(Group.objects.get_or_create(name=role)[0])
+        return user
+
+    return make
+
+
+@pytest.fixture
+def people(make_user: Callable[..., Any]) -> dict[str, Any]:
+    """One user per role in project 'Own', plus an outsider admin in project 'Foreign'."""
+    from sua_portal.accounts.models import Membership, Project
+
+    own = Project.objects.create(name="Own")
+    foreign = Project.objects.create(name="Foreign")
+    users = {role: make_user(role, role) for role in ("admin", "pathologist", "researcher")}
+    for user in users.values():
+        Membership.objects.create(project=own, user=user)
+    outsider = make_user("outsider", "admin")
+    Membership.objects.create(project=foreign, user=outsider)
+    return {"own": own, "foreign": foreign, "outsider": outsider, **users}
+
+
+@pytest.fixture
+def api_for() -> Callable[[Any], Any]:
+    from rest_framework.test import APIClient
+
+    def client_for(user: Any | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user)
+        return client
+
+    return client_for
+
+
+# --- a real Celery worker ----------------------------------------------------------------------
+
+
+def _database_url(settings_dict: dict[str, Any]) -> str:
+    host = settings_dict.get("HOST") or ""
+    host = quote(host, safe="") if host.startswith("/") else host
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    auth = settings_dict.get("USER") or ""
+    if settings_dict.get("PASSWORD"):
+        auth += f":{quote(settings_dict['PASSWORD'], safe='')}"
+    return f"postgres://{auth}@{host}{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Any]:
+    """A real `celery worker` process on both queues, connected to the test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    from sua_portal.celery import app
+
+    app.control.purge()
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = dict(os.environ)
+    env["DATABASE_URL"] = _database_url(connection.settings_dict)
+    env["DJANGO_SETTINGS_MODULE"] = "sua_portal.settings_test"
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "sua_portal", "worker", "-Q", "gpu,cpu", "-c", "1",
+             "-P", "prefork", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+             "-l", "INFO"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited early:\n{log.read_text()}")
+        if "ready." in log.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError(f"celery worker did not become ready:\n{log.read_text()}")
+    proc.log_path = log  # type: ignore[attr-defined]
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# --- headless Chromium -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        instance = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def signed_in_page(page: Any, live_server: Any) -> Callable[[str, str], Any]:
+    def sign_in(username: str, password: str = "pw-for-tests") -> Any:
+        page.goto(f"{live_server.url}/accounts/login/")
+        page.fill("input[name=username]", username)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{live_server.url}/")
+        return page
+
+    return sign_in

@@ -1,0 +1,78 @@
+"""docker/ is checked without a Docker engine: the compose file against the Compose
+Specification, and everything it names against the project."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKER = ROOT / "docker"
+COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
+# Variables the official postgres image reads, and compose's own interpolation.
+IMAGE_VARIABLES = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"}
+
+
+def _settings_variables() -> set[str]:
+    sources = (ROOT / "sua_portal" / "settings.py").read_text()
+    return set(re.findall(r'env(?:str|bool|int|float|list)\("([A-Z0-9_]+)"', sources))
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+         str(DOCKER / "compose.yaml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_compose_has_the_five_services_and_a_gpu_reservation() -> None:
+    services = COMPOSE["services"]
+    assert set(services) == {"postgres", "redis", "web", "worker-cpu", "worker-gpu"}
+    devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["capabilities"] == ["gpu"]
+
+
+def test_every_dockerfile_and_copied_path_exists() -> None:
+    for service in COMPOSE["services"].values():
+        build = service.get("build")
+        if not build:
+            continue
+        dockerfile = (DOCKER / build["context"] / build["dockerfile"]).resolve()
+        assert dockerfile.is_file(), dockerfile
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY ") and "--from" not in line:
+                for source in line.split()[1:-1]:
+                    assert (ROOT / source).exists(), f"{dockerfile.name} copies {source}, which is missing"
+
+
+def test_images_used_by_app_services_are_built_here() -> None:
+    built = {s["image"] for s in COMPOSE["services"].values() if "build" in s}
+    for name in ("web", "worker-cpu", "worker-gpu"):
+        assert COMPOSE["services"][name]["image"] in built
+
+
+def test_every_command_is_one_the_entrypoint_knows() -> None:
+    entrypoint = (DOCKER / "entrypoint.sh").read_text()
+    for name in ("web", "worker-cpu", "worker-gpu"):
+        command = COMPOSE["services"][name]["command"][0]
+        assert re.search(rf"^\s*{re.escape(command)}\)", entrypoint, re.M), command
+    assert "sua_portal.wsgi:application" in entrypoint
+    assert (ROOT / "sua_portal" / "wsgi.py").is_file()
+
+
+def test_every_environment_variable_is_read_by_the_project() -> None:
+    known = _settings_variables() | IMAGE_VARIABLES
+    named: set[str] = set()
+    for service in COMPOSE["services"].values():
+        named |= set((service.get("environment") or {}).keys())
+    example = (DOCKER / ".env.example").read_text()
+    named |= set(re.findall(r"^([A-Z0-9_]+)=", example, re.M))
+    unknown = named - known
+    assert not unknown, f"compose or .env.example name variables nothing reads: {sorted(unknown)}"
+    assert "SECRET_KEY" in named and "DATABASE_URL" in named
