@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "sua_portal.core",
     "sua_portal.accounts",
+    "sua_portal.slides",
+    "sua_portal.ensembles",
 ]
 
 MIDDLEWARE = [

@@ -9,6 +9,8 @@ from rest_framework.routers import DefaultRouter
 from sua_portal.accounts.views import ProjectViewSet, me
 from sua_portal.core import pages
 from sua_portal.core.views import healthz
+from sua_portal.ensembles import urls as ensemble_urls
+from sua_portal.slides import urls as slide_urls
 
 router = DefaultRouter()
 router.register("projects", ProjectViewSet, basename="project")
@@ -23,4 +25,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include(router.urls)),
+    path("api/", include(slide_urls.api_urlpatterns)),
+    path("api/", include(ensemble_urls.api_urlpatterns)),
+    path("", include(slide_urls.page_urlpatterns)),
+    path("", include(ensemble_urls.page_urlpatterns)),
 ]

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from sua_portal.accounts.models import Project
+
+
+class Cohort(models.Model):
+    """A set of slides of one split (train / validation / test) from one domain."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "train"
+        VALIDATION = "validation", "validation"
+        TEST = "test", "test"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cohorts")
+    name = models.CharField(max_length=200)
+    split = models.CharField(max_length=16, choices=Split.choices)
+    domain = models.CharField(max_length=100, default="in-domain", help_text='e.g. "in-domain" or "shifted"')
+    description = models.TextField(blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "split", "name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="cohort_name_unique_in_project")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.split}, {self.domain})"
+
+
+def slide_upload_path(instance: Slide, filename: str) -> str:
+    return f"slides/{instance.cohort_id}/{instance.sha256[:2]}/{instance.sha256}/{filename}"
+
+
+class Slide(models.Model):
+    """A whole-slide image: the stored file, what large-image reads from it, and its status."""
+
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded", "uploaded"
+        READY = "ready", "ready"
+        FAILED = "failed", "failed"
+
+    cohort = models.ForeignKey(Cohort, on_delete=models.CASCADE, related_name="slides")
+    name = models.CharField(max_length=255)
+    file = models.FileField(upload_to=slide_upload_path, max_length=500)
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField(default=0)
+    format = models.CharField(max_length=64, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    levels = models.PositiveSmallIntegerField(null=True, blank=True)
+    mpp = models.FloatField(null=True, blank=True, help_text="level-0 micrometres per pixel")
+    magnification = models.FloatField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
+    failure_reason = models.TextField(blank=True)
+    has_tumor = models.BooleanField(null=True, blank=True, help_text="from the ground-truth annotation")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["cohort", "name"]
+        constraints = [models.UniqueConstraint(fields=["cohort", "sha256"], name="slide_once_per_cohort")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def project(self) -> Project:
+        return self.cohort.project
+
+
+class Annotation(models.Model):
+    """Tumor polygons in level-0 pixel coordinates, as a GeoJSON geometry shapely accepts."""
+
+    class Source(models.TextChoices):
+        GROUND_TRUTH = "ground_truth", "ground truth"
+        REVIEWER = "reviewer", "reviewer"
+        IMPORTED = "imported", "imported"
+
+    slide = models.ForeignKey(Slide, on_delete=models.CASCADE, related_name="annotations")
+    geometry = models.JSONField(help_text="GeoJSON MultiPolygon, level-0 pixels")
+    label = models.CharField(max_length=100, default="Tumor")
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.GROUND_TRUTH)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    original_filename = models.CharField(max_length=255, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slide", "created"]
+
+    def __str__(self) -> str:
+        return f"{self.label} on {self.slide} ({self.source})"
