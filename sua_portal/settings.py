@@ -161,11 +161,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILI
 
 # The paper's parameters: defaults of settings, overridable per deployment.
 SUA_RANGES = paper.PAPER_RANGES
-SUA_AGGREGATE = envstr("SUA_AGGREGATE", paper.AGGREGATE)
-SUA_UNCERTAINTY = envstr("SUA_UNCERTAINTY", paper.UNCERTAINTY)
+SUA_AGGREGATE: str = envstr("SUA_AGGREGATE") or paper.AGGREGATE
+SUA_UNCERTAINTY: str = envstr("SUA_UNCERTAINTY") or paper.UNCERTAINTY
 SUA_FN_FRACTION = envfloat("SUA_FN_FRACTION", paper.FN_FRACTION)
 SUA_BETA = envfloat("SUA_BETA", paper.BETA)
 SUA_BOOTSTRAP = envint("SUA_BOOTSTRAP", paper.BOOTSTRAP)
+
+# Whole-slide inference: heatmap pixel = HEATMAP_DOWNSAMPLE level-0 pixels; tiles overlap by
+# INFERENCE_OVERLAP pixels (cropped away when stitching) and go through the members in batches.
+HEATMAP_DOWNSAMPLE = envfloat("HEATMAP_DOWNSAMPLE", 16.0)
+INFERENCE_OVERLAP = envint("INFERENCE_OVERLAP", 32)
+INFERENCE_BATCH = envint("INFERENCE_BATCH", 16)
 
 # Uploads stream to disk past this size; slides larger than the limit are refused.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -1,8 +1,15 @@
-"""URLs of the ensembles app (API under /api/, pages at the root): filled in by the ensembles work."""
+"""URLs of the ensembles app, included by sua_portal/urls.py under /api/."""
 
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver
+from rest_framework.routers import SimpleRouter
 
-api_urlpatterns: list[URLPattern | URLResolver] = []
+from sua_portal.ensembles.views import EnsembleViewSet, HeatmapViewSet
+
+router = SimpleRouter()
+router.register("ensembles", EnsembleViewSet, basename="ensemble")
+router.register("heatmaps", HeatmapViewSet, basename="heatmap")
+
+api_urlpatterns: list[URLPattern | URLResolver] = list(router.urls)
 page_urlpatterns: list[URLPattern | URLResolver] = []

@@ -1,0 +1,397 @@
+"""Orchestration of the deep ensemble: training, importing, inference and the SUA step.
+
+Celery tasks pass ids and call these functions; the numerics live in ``analysis``.
+Results are written to temporary files first and recorded in one transaction, so a
+worker killed mid-slide leaves nothing half-stored and the redelivered task starts over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+
+from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
+from sua_portal.slides.models import Cohort, Slide
+
+log = logging.getLogger(__name__)
+
+HEATMAP_KINDS = ("segmentation", "entropy", "mutual_information", "variance")
+UNCERTAINTY_FIELD = {"entropy": "entropy", "mi": "mutual_information", "variance": "variance"}
+
+
+class EnsembleError(ValueError):
+    """Bad input a person can fix: the message says what and where."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _local_slide_path(slide: Slide) -> Path:
+    from sua_portal.slides.services import local_path
+
+    return local_path(slide)
+
+
+def _torch_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+def load_members(ensemble: Ensemble, *, device: str = "cpu") -> list[Any]:
+    """Build the members inside the calling (worker) process: never before a fork."""
+    from analysis.models import load_member
+
+    modules = []
+    for member in ensemble.members.order_by("index"):
+        with member.checkpoint.open("rb") as fh:
+            module, _config = load_member(fh)
+        modules.append(module.to(device).eval())
+    if not modules:
+        raise EnsembleError(f"ensemble {ensemble.name!r} has no members")
+    return modules
+
+
+def import_members(
+    *,
+    project: Any,
+    name: str,
+    files: Sequence[Any],
+    tile_size: int,
+    level_downsample: float,
+    user: Any,
+) -> Ensemble:
+    """Check each uploaded member by a dry run on one tile, then store all or nothing."""
+    from analysis.models import dry_run, load_member
+
+    if not files:
+        raise EnsembleError("upload at least one member file")
+    if Ensemble.objects.filter(project=project, name=name).exists():
+        raise EnsembleError(f"an ensemble called {name!r} already exists in this project")
+    checked: list[tuple[Any, dict[str, Any], str]] = []
+    for upload in files:
+        upload.seek(0)
+        try:
+            module, config = load_member(upload)
+            dry_run(module, tile_size=tile_size)
+        except Exception as exc:
+            raise EnsembleError(f"{upload.name}: {exc}") from None
+        fmt = str(EnsembleMember.Format.STATE_DICT if config else EnsembleMember.Format.TORCHSCRIPT)
+        checked.append((upload, dict(config or {}), fmt))
+    with transaction.atomic():
+        ensemble = Ensemble.objects.create(
+            project=project, name=name, origin=Ensemble.Origin.IMPORTED, status=Ensemble.Status.READY,
+            network_config=checked[0][1], tile_size=tile_size, level_downsample=level_downsample, created_by=user,
+        )
+        for index, (upload, config, fmt) in enumerate(checked):
+            upload.seek(0)
+            member = EnsembleMember(ensemble=ensemble, index=index, format=fmt, config=config)
+            member.checkpoint.save(Path(upload.name).name, File(upload), save=False)
+            member.save()
+    return ensemble
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def training_slides(cohorts: Iterable[Cohort]) -> list[Any]:
+    from analysis.training import TrainingSlide
+    from sua_portal.slides.truth import tumor_geometry
+
+    slides = []
+    for cohort in cohorts:
+        for slide in cohort.slides.filter(status=Slide.Status.READY):
+            slides.append(TrainingSlide(path=_local_slide_path(slide), tumor=tumor_geometry(slide)))
+    if not slides:
+        raise EnsembleError("the training cohorts have no ready slides")
+    return slides
+
+
+def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], validation: Sequence[Cohort],
+                   config: dict[str, Any], user: Any) -> Ensemble:
+    from analysis.training import TrainingConfig
+
+    try:
+        TrainingConfig.from_dict(config)
+    except (TypeError, ValueError) as exc:
+        raise EnsembleError(f"training settings: {exc}") from None
+    with transaction.atomic():
+        ensemble = Ensemble.objects.create(
+            project=project, name=name, origin=Ensemble.Origin.TRAINED, status=Ensemble.Status.TRAINING,
+            training_config={**config, "validation_cohorts": [c.pk for c in validation]}, created_by=user,
+        )
+        ensemble.training_cohorts.set(cohorts)
+    from sua_portal.ensembles.tasks import train_ensemble
+
+    transaction.on_commit(lambda: train_ensemble.delay(ensemble.pk))
+    return ensemble
+
+
+def train(ensemble_id: int) -> None:
+    """Train every member; progress (epoch, loss, validation score) lands in member.history."""
+    from analysis.training import TrainingConfig, train_ensemble
+
+    ensemble = Ensemble.objects.get(pk=ensemble_id)
+    if ensemble.status != Ensemble.Status.TRAINING:
+        return  # already trained (a redelivered task): nothing to do
+    config = TrainingConfig.from_dict({k: v for k, v in ensemble.training_config.items()
+                                       if k != "validation_cohorts"})
+    validation = Cohort.objects.filter(pk__in=ensemble.training_config.get("validation_cohorts", []))
+    try:
+        train_slides = training_slides(ensemble.training_cohorts.all())
+        val_slides = training_slides(validation) if validation else []
+        EnsembleMember.objects.filter(ensemble=ensemble).delete()
+        rows = {
+            i: EnsembleMember.objects.create(ensemble=ensemble, index=i, status=Ensemble.Status.TRAINING,
+                                             seed=config.seed_of(i))
+            for i in range(config.members)
+        }
+
+        def progress(report: Any) -> None:
+            EnsembleMember.objects.filter(pk=rows[report.member].pk).update(
+                history=[*rows[report.member].history, report.as_dict()]
+            )
+            rows[report.member].history.append(report.as_dict())
+
+        trained = train_ensemble(config, train_slides, val_slides, progress=progress)
+        import torch
+
+        with transaction.atomic():
+            for i, result in enumerate(trained):
+                member = rows[i]
+                with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
+                    torch.save({"config": result.network_config, "state_dict": result.state_dict}, tmp.name)
+                    with open(tmp.name, "rb") as fh:
+                        member.checkpoint.save(f"member-{i}.pt", File(fh), save=False)
+                member.config = {"network": result.network_config, "seed": config.seed_of(i)}
+                member.status = Ensemble.Status.READY
+                member.save()
+            ensemble.network_config = trained[0].network_config
+            ensemble.tile_size = config.patch_size
+            ensemble.level_downsample = config.level_downsample
+            ensemble.status = Ensemble.Status.READY
+            ensemble.save()
+    except Exception as exc:
+        log.exception("training ensemble %s failed", ensemble_id)
+        Ensemble.objects.filter(pk=ensemble_id).update(status=Ensemble.Status.FAILED, failure_reason=str(exc))
+        raise
+
+
+# --- inference -----------------------------------------------------------------------------
+
+
+def queue_inference(ensemble: Ensemble, slides: Iterable[Slide]) -> list[SlideHeatmap]:
+    """One task per slide; a slide already done stays done (running twice is idempotent)."""
+    from sua_portal.ensembles.tasks import infer_slide
+
+    if ensemble.status != Ensemble.Status.READY:
+        raise EnsembleError(f"ensemble {ensemble.name!r} is {ensemble.status}, not ready")
+    queued = []
+    for slide in slides:
+        if slide.status != Slide.Status.READY:
+            continue
+        heatmap, created = SlideHeatmap.objects.get_or_create(ensemble=ensemble, slide=slide)
+        if not created and heatmap.status in (SlideHeatmap.Status.FAILED, SlideHeatmap.Status.CANCELLED):
+            SlideHeatmap.objects.filter(pk=heatmap.pk).update(status=SlideHeatmap.Status.QUEUED, progress=0,
+                                                               failure_reason="")
+            heatmap.refresh_from_db()
+        if heatmap.status == SlideHeatmap.Status.QUEUED:
+            result = infer_slide.apply_async(args=[heatmap.pk], queue="gpu")
+            SlideHeatmap.objects.filter(pk=heatmap.pk).update(task_id=result.id)
+            queued.append(heatmap)
+    return queued
+
+
+def cancel(heatmap: SlideHeatmap) -> bool:
+    changed = SlideHeatmap.objects.filter(
+        pk=heatmap.pk, status__in=[SlideHeatmap.Status.QUEUED, SlideHeatmap.Status.RUNNING]
+    ).update(status=SlideHeatmap.Status.CANCELLED, finished=timezone.now())
+    return changed == 1
+
+
+@dataclass
+class _Progress:
+    heatmap_id: int
+    claim: str
+    last_write: float = 0.0
+
+    def __call__(self, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self.last_write < 0.5 and fraction < 1.0:
+            return
+        self.last_write = now
+        SlideHeatmap.objects.filter(pk=self.heatmap_id, worker=self.claim).update(progress=round(100 * fraction, 1))
+
+    def should_stop(self) -> bool:
+        return not SlideHeatmap.objects.filter(pk=self.heatmap_id, worker=self.claim,
+                                               status=SlideHeatmap.Status.RUNNING).exists()
+
+
+def infer(heatmap_id: int, *, heatmap_downsample: float | None = None) -> str:
+    """Run one slide through its ensemble and store the four heatmaps.
+
+    The claim is a conditional update: a queued row, or a running one whose worker died
+    (the task came back because of acks_late + reject_on_worker_lost), becomes ours.
+    """
+    from analysis.inference import run_ensemble, write_heatmap_tiff
+
+    claim = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
+    claimed = SlideHeatmap.objects.filter(
+        pk=heatmap_id, status__in=[SlideHeatmap.Status.QUEUED, SlideHeatmap.Status.RUNNING]
+    ).update(status=SlideHeatmap.Status.RUNNING, worker=claim, started=timezone.now(), progress=0)
+    if claimed != 1:
+        return "skipped"  # done, cancelled or failed already: nothing to redo
+    heatmap = SlideHeatmap.objects.select_related("ensemble", "slide").get(pk=heatmap_id)
+    ensemble = heatmap.ensemble
+    progress = _Progress(heatmap_id, claim)
+    downsample = heatmap_downsample or settings.HEATMAP_DOWNSAMPLE
+    try:
+        device = _torch_device()
+        members = load_members(ensemble, device=device)
+        result = run_ensemble(
+            _local_slide_path(heatmap.slide), members,
+            level_downsample=ensemble.level_downsample, heatmap_downsample=downsample,
+            tile_size=ensemble.tile_size, overlap=settings.INFERENCE_OVERLAP, batch_size=settings.INFERENCE_BATCH,
+            device=device, progress=progress, should_stop=progress.should_stop,
+        )
+        if progress.should_stop():
+            raise Cancelled()
+        with tempfile.TemporaryDirectory(prefix="heatmap-") as tmp:
+            paths = {}
+            for kind, array in (("segmentation", result.mean), ("entropy", result.entropy),
+                                ("mutual_information", result.mutual_information), ("variance", result.variance)):
+                paths[kind] = Path(tmp) / f"{kind}.tiff"
+                write_heatmap_tiff(array, paths[kind], downsample=result.downsample)
+            with transaction.atomic():
+                row = SlideHeatmap.objects.select_for_update().get(pk=heatmap_id)
+                if row.worker != claim or row.status != SlideHeatmap.Status.RUNNING:
+                    raise Cancelled()
+                for kind, path in paths.items():
+                    with open(path, "rb") as fh:
+                        getattr(row, kind).save(f"{kind}.tiff", File(fh), save=False)
+                row.downsample = result.downsample
+                row.status = SlideHeatmap.Status.DONE
+                row.progress = 100.0
+                row.finished = timezone.now()
+                row.save()
+        return "done"
+    except Cancelled:
+        return "cancelled"
+    except Exception as exc:
+        log.exception("inference of heatmap %s failed", heatmap_id)
+        SlideHeatmap.objects.filter(pk=heatmap_id, worker=claim).update(
+            status=SlideHeatmap.Status.FAILED, failure_reason=f"{exc.__class__.__name__}: {exc}",
+            finished=timezone.now(),
+        )
+        return "failed"
+
+
+def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:
+    from analysis.inference import read_heatmap_tiff
+
+    field = getattr(heatmap, kind)
+    with field.open("rb") as fh, tempfile.NamedTemporaryFile(suffix=".tiff") as tmp:
+        tmp.write(fh.read())
+        tmp.flush()
+        array, _ = read_heatmap_tiff(tmp.name)
+    return array
+
+
+# --- the SUA step --------------------------------------------------------------------------
+
+
+def find_regions(
+    heatmap: SlideHeatmap,
+    *,
+    ranges: Sequence[tuple[float, float]] | None = None,
+    uncertainty: str | None = None,
+    aggregate: str | None = None,
+    fn_fraction: float | None = None,
+) -> int:
+    """Store the NPRs of one slide for each range, replacing earlier ones of the same settings."""
+    from analysis.sua import find_regions as sua_find_regions
+    from sua_portal.slides.truth import truth_mask
+
+    ranges = ranges or settings.SUA_RANGES
+    uncertainty = uncertainty or settings.SUA_UNCERTAINTY
+    aggregate = aggregate or settings.SUA_AGGREGATE
+    fn_fraction = settings.SUA_FN_FRACTION if fn_fraction is None else fn_fraction
+    if heatmap.status != SlideHeatmap.Status.DONE or heatmap.downsample is None:
+        raise EnsembleError(f"the heatmaps of {heatmap.slide.name} are not computed yet")
+    segmentation = read_heatmap(heatmap, "segmentation")
+    uncertainty_map = read_heatmap(heatmap, UNCERTAINTY_FIELD[uncertainty])
+    truth = truth_mask(heatmap.slide, shape=segmentation.shape, downsample=heatmap.downsample)
+    d = heatmap.downsample
+    rows = []
+    for lower, upper in ranges:
+        regions = sua_find_regions(segmentation, uncertainty_map, lower=lower, upper=upper, how=aggregate,
+                                   truth=truth, fn_fraction=fn_fraction)
+        for i in range(len(regions.scores)):
+            r0, c0, r1, c1 = (int(v) for v in regions.boxes[i])
+            rows.append(NegativePredictionRegion(
+                heatmap=heatmap, lower=lower, upper=upper, uncertainty=uncertainty, aggregate=aggregate,
+                label=i + 1, area_px=int(regions.areas[i]), x=c0 * d, y=r0 * d, width=(c1 - c0) * d,
+                height=(r1 - r0) * d, score=float(regions.scores[i]),
+                truth_fraction=None if regions.truth_fraction is None else float(regions.truth_fraction[i]),
+                is_false_negative=None if regions.is_false_negative is None else bool(regions.is_false_negative[i]),
+            ))
+    with transaction.atomic():
+        NegativePredictionRegion.objects.filter(
+            heatmap=heatmap, uncertainty=uncertainty, aggregate=aggregate,
+            lower__in=[lo for lo, _ in ranges],
+        ).delete()
+        NegativePredictionRegion.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
+
+
+def calibrate_and_flag(
+    ensemble: Ensemble,
+    validation: Sequence[Cohort],
+    *,
+    lower: float,
+    upper: float,
+    uncertainty: str | None = None,
+    aggregate: str | None = None,
+    beta: float | None = None,
+) -> float | None:
+    """Pick tau on the validation NPRs (exact F-beta search) and flag every slide's NPRs."""
+    from analysis.metrics import calibrate_threshold
+
+    uncertainty = uncertainty or settings.SUA_UNCERTAINTY
+    aggregate = aggregate or settings.SUA_AGGREGATE
+    beta = settings.SUA_BETA if beta is None else beta
+    same = {"lower": lower, "upper": upper, "uncertainty": uncertainty, "aggregate": aggregate}
+    val = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble, heatmap__slide__cohort__in=validation,
+                                                  is_false_negative__isnull=False, **same)
+    scores = np.array(val.values_list("score", flat=True), dtype=np.float64)
+    positive = np.array(val.values_list("is_false_negative", flat=True), dtype=bool)
+    threshold = calibrate_threshold(scores, positive, beta=beta)
+    regions = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble, **same)
+    with transaction.atomic():
+        regions.update(flagged=False)
+        if threshold is not None:
+            regions.filter(score__gte=threshold).update(flagged=True)
+    return threshold
+

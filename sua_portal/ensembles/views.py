@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import Http404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from sua_portal.accounts import roles
+from sua_portal.accounts.models import Project
+from sua_portal.accounts.permissions import HasRole
+from sua_portal.ensembles import services
+from sua_portal.ensembles.models import Ensemble, SlideHeatmap
+from sua_portal.ensembles.serializers import (
+    EnsembleSerializer,
+    HeatmapSerializer,
+    ImportSerializer,
+    RegionSerializer,
+    RunSerializer,
+    TrainSerializer,
+)
+from sua_portal.slides.models import Cohort, Slide
+
+
+def _member_project(request: Request, project_id: int) -> Project:
+    try:
+        return Project.objects.visible_to(request.user).get(pk=project_id)
+    except Project.DoesNotExist:
+        raise Http404("No such project.") from None
+
+
+class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
+    """Ensembles of the caller's projects, with each member's training progress."""
+
+    serializer_class = EnsembleSerializer
+    permission_classes = [IsAuthenticated, HasRole]
+    # Admins bring models in; researchers train and run them.
+    allowed_roles = (roles.ADMIN, roles.RESEARCHER)
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self) -> QuerySet[Ensemble]:
+        return Ensemble.objects.filter(project__in=Project.objects.visible_to(self.request.user)).prefetch_related(
+            "members")
+
+    @extend_schema(request=TrainSerializer, responses={202: EnsembleSerializer})
+    @action(detail=False, methods=["post"])
+    def train(self, request: Request) -> Response:
+        body = TrainSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        project = _member_project(request, body.validated_data["project"])
+        cohorts = list(Cohort.objects.filter(project=project, pk__in=body.validated_data["cohorts"]))
+        validation = list(Cohort.objects.filter(project=project, pk__in=body.validated_data["validation_cohorts"]))
+        if len(cohorts) != len(set(body.validated_data["cohorts"])):
+            raise ValidationError({"cohorts": ["Some cohorts are not in this project."]})
+        if Ensemble.objects.filter(project=project, name=body.validated_data["name"]).exists():
+            raise ValidationError({"name": ["An ensemble of this name exists in the project."]})
+        try:
+            ensemble = services.start_training(project=project, name=body.validated_data["name"], cohorts=cohorts,
+                                               validation=validation, config=body.validated_data["config"],
+                                               user=request.user)
+        except services.EnsembleError as exc:
+            raise ValidationError({"config": [str(exc)]}) from None
+        return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request={"multipart/form-data": ImportSerializer}, responses={201: EnsembleSerializer})
+    @action(detail=False, methods=["post"], url_path="import", allowed_roles=(roles.ADMIN,))
+    def import_members(self, request: Request) -> Response:
+        body = ImportSerializer(data={**request.data.dict(), "members": request.FILES.getlist("members")}
+                                if hasattr(request.data, "dict") else request.data)
+        body.is_valid(raise_exception=True)
+        project = _member_project(request, body.validated_data["project"])
+        try:
+            ensemble = services.import_members(
+                project=project, name=body.validated_data["name"], files=body.validated_data["members"],
+                tile_size=body.validated_data["tile_size"], level_downsample=body.validated_data["level_downsample"],
+                user=request.user,
+            )
+        except services.EnsembleError as exc:
+            raise ValidationError({"members": [str(exc)]}) from None
+        return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=RunSerializer, responses={202: HeatmapSerializer(many=True)})
+    @action(detail=True, methods=["post"])
+    def run(self, request: Request, pk: str | None = None) -> Response:
+        ensemble = self.get_object()
+        body = RunSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        slides = Slide.objects.filter(cohort__project=ensemble.project).filter(
+            pk__in=body.validated_data["slides"]) | Slide.objects.filter(
+            cohort__project=ensemble.project, cohort__in=body.validated_data["cohorts"])
+        if not slides.exists():
+            raise ValidationError({"slides": ["Name at least one slide or cohort of this project."]})
+        try:
+            queued = services.queue_inference(ensemble, slides.distinct())
+        except services.EnsembleError as exc:
+            raise ValidationError({"ensemble": [str(exc)]}) from None
+        return Response(HeatmapSerializer(queued, many=True).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
+    """Per-slide inference: status, progress in percent, cancel, and the slide's NPRs."""
+
+    serializer_class = HeatmapSerializer
+    permission_classes = [IsAuthenticated, HasRole]
+    allowed_roles = (roles.ADMIN, roles.RESEARCHER)
+
+    def get_queryset(self) -> QuerySet[SlideHeatmap]:
+        qs = SlideHeatmap.objects.filter(
+            ensemble__project__in=Project.objects.visible_to(self.request.user)).select_related("slide")
+        for key in ("ensemble", "slide"):
+            value = self.request.query_params.get(key)
+            if value and value.isdigit():
+                qs = qs.filter(**{key: int(value)})
+        return qs
+
+    @extend_schema(request=None, responses={200: HeatmapSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        heatmap = self.get_object()
+        if not services.cancel(heatmap):
+            raise ValidationError({"status": [f"Nothing to cancel: the slide is {heatmap.status}."]})
+        heatmap.refresh_from_db()
+        return Response(HeatmapSerializer(heatmap).data)
+
+    @extend_schema(responses=RegionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def regions(self, request: Request, pk: str | None = None) -> Response:
+        heatmap = self.get_object()
+        regions = heatmap.regions.all()
+        if request.query_params.get("flagged") in ("1", "true"):
+            regions = regions.filter(flagged=True)
+        return Response(RegionSerializer(regions, many=True).data)
