@@ -1,0 +1,453 @@
+"""The ``sua`` command-line tool.
+
+``sua evaluate MANIFEST --out DIR`` calibrates SUA and the pixel baseline on
+the manifest's validation slides and evaluates its test domains, writing
+``report.json``, CSV tables laid out like the paper's Tables 1-4, figures
+(PNG and SVG) and a one-page ``report.html`` into DIR.
+
+MANIFEST is JSON::
+
+    {"slides": [{"id": "...", "split": "validation" | "test", "domain": "...",
+                 "segmentation": PATH, "uncertainty": PATH?, "members": PATH?,
+                 "truth": PATH | null, "mpp": NUMBER, "downsample": NUMBER}]}
+
+Paths are relative to the manifest.  ``"truth": null`` marks a slide without
+tumor (Camelyon's negative slides come without an annotation file).  A
+heatmap may also be given as ``{"path": PATH, "key": NAME}`` for one array of
+a multi-array ``.npz``.
+Without ``uncertainty`` the uncertainty is computed from ``members`` (K, H, W)
+by ``--uncertainty``, or else is the entropy of the segmentation; with
+``members`` and no ``segmentation`` the segmentation is the members' mean.
+
+Bad input (a missing file, NaN, values outside [0, 1], a shape that does not
+match, a bad range or setting, no validation slide) exits with status 2 and
+one line on stderr naming the slide and the problem, and writes nothing:
+every slide is read and checked before anything is computed, and the outputs
+are written into a temporary folder that is moved into place at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+from tqdm import tqdm
+
+from analysis import defaults
+from analysis.evaluation import (
+    EvaluationSettings,
+    Progress,
+    SlideArrays,
+    SlideInput,
+    check_range,
+    check_slides,
+    load_slide,
+    run_evaluation,
+)
+from analysis.io import InputError, read_heatmap, read_members, read_truth_mask
+from analysis.sua import parse_aggregate
+from analysis.uncertainty import UNCERTAINTY_METHODS, binary_entropy, uncertainty_map
+
+__all__ = ["main", "read_manifest"]
+
+PROG = "sua"
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors on one line (status 2), as the tool's contract says."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def _range(text: str) -> tuple[float, float]:
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lower, upper = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOWER:UPPER") from None
+    try:
+        check_range(lower, upper)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return lower, upper
+
+
+def _aggregate(text: str) -> str:
+    try:
+        parse_aggregate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _fraction(text: str) -> float:
+    value = _float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog=PROG, description="Spatial uncertainty aggregation (SUA) for segmentation in pathology.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="calibrate on validation slides and evaluate test domains",
+        description="Calibrate SUA and the pixel baseline on the validation slides of MANIFEST and "
+        "evaluate every test domain; write report.json, CSV tables, figures and report.html into DIR.",
+    )
+    evaluate.add_argument("manifest", type=Path, metavar="MANIFEST", help="cohort manifest (JSON)")
+    evaluate.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    paper = " ".join(f"{lo:g}:{up:g}" for lo, up in defaults.PAPER_RANGES)
+    evaluate.add_argument(
+        "--range",
+        dest="ranges",
+        type=_range,
+        action="append",
+        metavar="LO:UP",
+        help=f"candidate range lower < s < upper; repeat for several (default: the paper's {paper})",
+    )
+    evaluate.add_argument(
+        "--aggregate",
+        type=_aggregate,
+        default=defaults.AGGREGATE,
+        metavar="mean|pNN",
+        help=f"NPR score: mean or a percentile such as p90 (default {defaults.AGGREGATE})",
+    )
+    evaluate.add_argument(
+        "--uncertainty",
+        choices=UNCERTAINTY_METHODS,
+        default=defaults.UNCERTAINTY,
+        help=f"uncertainty computed from ensemble members (default {defaults.UNCERTAINTY})",
+    )
+    evaluate.add_argument(
+        "--fn-fraction",
+        type=_fraction,
+        default=defaults.FN_FRACTION,
+        help=f"tumor fraction that makes an NPR a true false negative (default {defaults.FN_FRACTION:g})",
+    )
+    evaluate.add_argument(
+        "--beta", type=_positive, default=defaults.BETA, help=f"beta of F-beta (default {defaults.BETA:g})"
+    )
+    evaluate.add_argument(
+        "--bootstrap",
+        type=_count(1),
+        default=defaults.BOOTSTRAP,
+        metavar="B",
+        help=f"bootstrap resamples of slides (default {defaults.BOOTSTRAP})",
+    )
+    evaluate.add_argument(
+        "--seed", type=_count(0), default=defaults.SEED, help=f"bootstrap seed (default {defaults.SEED})"
+    )
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return parser
+
+
+# --------------------------------------------------------------------------- the manifest
+
+
+@dataclass(frozen=True)
+class _Source:
+    """A heatmap file and, for a multi-array .npz, which array."""
+
+    path: Path
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class ManifestSlide:
+    """One manifest entry with its paths resolved against the manifest's folder."""
+
+    id: str
+    split: str
+    domain: str
+    mpp: float
+    downsample: float
+    truth: Path | None  # None: no tumor on the slide
+    segmentation: _Source | None
+    uncertainty: _Source | None
+    members: Path | None
+
+    @property
+    def uncertainty_source(self) -> str:
+        """Where the uncertainty comes from: "file", "members" or "segmentation entropy"."""
+        if self.uncertainty is not None:
+            return "file"
+        return "members" if self.members is not None else "segmentation entropy"
+
+
+def _source(entry: dict[str, Any], name: str, base: Path, where: str) -> _Source | None:
+    value = entry.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and value:
+        return _Source(base / value)
+    if isinstance(value, dict) and isinstance(value.get("path"), str) and value["path"]:
+        key = value.get("key")
+        if key is not None and not isinstance(key, str):
+            raise InputError(f"{where}: '{name}.key' must be a string")
+        return _Source(base / value["path"], key)
+    raise InputError(f"{where}: '{name}' must be a path or {{'path': ..., 'key': ...}}")
+
+
+def _number_field(entry: dict[str, Any], name: str, where: str) -> float:
+    value = entry.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (value > 0 and math.isfinite(value)):
+        raise InputError(f"{where}: '{name}' must be a positive number, got {value!r}")
+    return float(value)
+
+
+def read_manifest(path: Path, *, uncertainty: str = defaults.UNCERTAINTY) -> list[ManifestSlide]:
+    """Parse and check a manifest (no heatmap is read); errors name the slide.
+
+    ``uncertainty`` is the method for members: a slide with neither an
+    uncertainty file nor members can only give the entropy of its
+    segmentation, so another method is an error there.
+    """
+    if not path.is_file():
+        raise InputError(f"{path}: manifest not found")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the manifest ({' '.join(str(exc).split())})") from exc
+    entries = document.get("slides") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InputError(f"{path}: 'slides' must be a non-empty list")
+    base = path.parent
+    slides: list[ManifestSlide] = []
+    for number, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: slide {number} is not an object")
+        slide_id = entry.get("id")
+        if not isinstance(slide_id, str | int) or isinstance(slide_id, bool) or str(slide_id) == "":
+            raise InputError(f"{path}: slide {number} has no 'id'")
+        where = f"slide {slide_id}"
+        split = entry.get("split")
+        if split not in ("validation", "test"):
+            raise InputError(f"{where}: 'split' must be 'validation' or 'test', got {split!r}")
+        domain = entry.get("domain", "validation" if split == "validation" else None)
+        if not isinstance(domain, str) or not domain:
+            raise InputError(f"{where}: 'domain' must be a non-empty name")
+        if "truth" not in entry:
+            raise InputError(f"{where}: 'truth' is missing (a path, or null for a slide without tumor)")
+        truth = entry["truth"]
+        if truth is not None and (not isinstance(truth, str) or not truth):
+            raise InputError(f"{where}: 'truth' must be a path, or null for a slide without tumor")
+        members = entry.get("members")
+        if members is not None and (not isinstance(members, str) or not members):
+            raise InputError(f"{where}: 'members' must be a path")
+        segmentation = _source(entry, "segmentation", base, where)
+        if segmentation is None and members is None:
+            raise InputError(f"{where}: needs 'segmentation' (or ensemble 'members')")
+        slide = ManifestSlide(
+            id=str(slide_id),
+            split=split,
+            domain=domain,
+            mpp=_number_field(entry, "mpp", where),
+            downsample=_number_field(entry, "downsample", where),
+            truth=base / truth if truth is not None else None,
+            segmentation=segmentation,
+            uncertainty=_source(entry, "uncertainty", base, where),
+            members=base / members if members is not None else None,
+        )
+        if slide.uncertainty_source == "segmentation entropy" and uncertainty != "entropy":
+            raise InputError(f"{where}: --uncertainty {uncertainty} needs ensemble 'members' or an 'uncertainty' file")
+        slides.append(slide)
+    return slides
+
+
+def _loader(slide: ManifestSlide, method: str) -> Callable[[], SlideArrays]:
+    """Read one slide's maps; called once to check and once to evaluate."""
+
+    def load() -> SlideArrays:
+        d = slide.downsample
+        segmentation = None
+        if slide.segmentation is not None:
+            segmentation = read_heatmap(slide.segmentation.path, downsample=d, key=slide.segmentation.key)
+        if slide.uncertainty is not None:
+            assert segmentation is not None  # read_manifest demands one or members
+            uncertainty = read_heatmap(slide.uncertainty.path, downsample=d, key=slide.uncertainty.key)
+        elif slide.members is not None:
+            members = read_members(slide.members)
+            if segmentation is not None and members.shape[1:] != segmentation.shape:
+                raise InputError(
+                    f"{slide.members}: members shape {tuple(members.shape[1:])} != "
+                    f"segmentation shape {segmentation.shape}"
+                )
+            mean, uncertainty = uncertainty_map(members, method=method)
+            segmentation = mean if segmentation is None else segmentation
+        else:
+            assert segmentation is not None
+            uncertainty = binary_entropy(segmentation)
+        if uncertainty.shape != segmentation.shape:
+            raise InputError(f"uncertainty shape {uncertainty.shape} != segmentation shape {segmentation.shape}")
+        if slide.truth is None:
+            truth = np.zeros(segmentation.shape, dtype=bool)
+        else:
+            truth = read_truth_mask(slide.truth, shape=segmentation.shape, downsample=d)
+        return SlideArrays(segmentation, uncertainty, truth)
+
+    return load
+
+
+# --------------------------------------------------------------------------- running
+
+
+class _Bars:
+    """tqdm bars on stderr, one per stage, fed by the evaluation's progress callback."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bars: dict[str, tqdm[Any]] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        bar = self.bars.get(stage)
+        if bar is None:
+            # disable=None: bars only on a terminal, so logs and pipes stay clean.
+            bar = self.bars[stage] = tqdm(total=total, desc=stage, unit="slide", file=sys.stderr, disable=None)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+
+
+@contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out``, moved into place when the block succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield staging
+        if not out.exists():
+            staging.rename(out)
+            return
+        # An existing folder keeps its other files; each output replaces its namesake.
+        for item in staging.iterdir():
+            target = out / item.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            os.replace(item, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    # Deferred: matplotlib is only needed once there is something to draw.
+    from analysis.report import write_report
+
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"{args.out}: exists and is not a folder")
+    settings = EvaluationSettings(
+        ranges=tuple(args.ranges) if args.ranges else defaults.PAPER_RANGES,
+        aggregate=args.aggregate,
+        uncertainty=args.uncertainty,
+        fn_fraction=args.fn_fraction,
+        beta=args.beta,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    settings.check()
+    manifest = read_manifest(args.manifest, uncertainty=args.uncertainty)
+    slides = [
+        SlideInput(
+            id=s.id,
+            split=s.split,
+            domain=s.domain,
+            mpp=s.mpp,
+            downsample=s.downsample,
+            loader=_loader(s, args.uncertainty),
+        )
+        for s in manifest
+    ]
+    check_slides(slides)
+    bars = _Bars(enabled=not args.no_progress)
+    progress: Progress = bars
+    try:
+        # Read and check every slide before computing anything.
+        for done, slide in enumerate(slides, start=1):
+            load_slide(slide)
+            progress("check", done, len(slides))
+        evaluation = run_evaluation(slides, settings, progress=progress)
+    finally:
+        bars.close()
+    sources: dict[str, int] = {}
+    for s in manifest:
+        sources[s.uncertainty_source] = sources.get(s.uncertainty_source, 0) + 1
+    evaluation.report["settings"]["manifest"] = str(args.manifest)
+    evaluation.report["settings"]["uncertainty_sources"] = sources
+    with _staging(args.out) as staging:
+        write_report(evaluation, staging)
+    print(f"wrote {args.out / 'report.json'} and {args.out / 'report.html'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``sua``; returns the exit status (0 ok, 2 bad input)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): a status, not an exception
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        if args.command == "evaluate":
+            return _evaluate(args)
+    except InputError as exc:
+        print(f"{PROG} {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
