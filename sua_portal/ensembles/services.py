@@ -99,7 +99,7 @@ def import_members(
         except Exception as exc:
             raise EnsembleError(f"{upload.name}: {exc}") from None
         fmt = str(EnsembleMember.Format.STATE_DICT if config else EnsembleMember.Format.TORCHSCRIPT)
-        checked.append((upload, dict(config or {}), fmt))
+        checked.append((upload, config.to_dict() if config is not None else {}, fmt))
     with transaction.atomic():
         ensemble = Ensemble.objects.create(
             project=project, name=name, origin=Ensemble.Origin.IMPORTED, status=Ensemble.Status.READY,
@@ -129,27 +129,38 @@ def training_slides(cohorts: Iterable[Cohort]) -> list[Any]:
     return slides
 
 
-def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], validation: Sequence[Cohort],
-                   config: dict[str, Any], user: Any) -> Ensemble:
+def create_training(*, project: Any, name: str, cohorts: Sequence[Cohort], validation: Sequence[Cohort],
+                    config: dict[str, Any], user: Any) -> Ensemble:
+    """Check the training settings and record the ensemble (status training, no members yet)."""
     from analysis.training import TrainingConfig
 
     try:
         TrainingConfig.from_dict(config)
     except (TypeError, ValueError) as exc:
         raise EnsembleError(f"training settings: {exc}") from None
+    if not cohorts:
+        raise EnsembleError("name at least one training cohort")
     with transaction.atomic():
         ensemble = Ensemble.objects.create(
             project=project, name=name, origin=Ensemble.Origin.TRAINED, status=Ensemble.Status.TRAINING,
             training_config={**config, "validation_cohorts": [c.pk for c in validation]}, created_by=user,
         )
         ensemble.training_cohorts.set(cohorts)
-    from sua_portal.ensembles.tasks import train_ensemble
-
-    transaction.on_commit(lambda: train_ensemble.delay(ensemble.pk))
     return ensemble
 
 
-def train(ensemble_id: int) -> None:
+def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], validation: Sequence[Cohort],
+                   config: dict[str, Any], user: Any) -> Ensemble:
+    """Record the ensemble and queue its training on the workers."""
+    from sua_portal.ensembles.tasks import train_ensemble
+
+    ensemble = create_training(project=project, name=name, cohorts=cohorts, validation=validation, config=config,
+                               user=user)
+    train_ensemble.delay(ensemble.pk)
+    return ensemble
+
+
+def train(ensemble_id: int, *, echo: Any = None) -> None:
     """Train every member; progress (epoch, loss, validation score) lands in member.history."""
     from analysis.training import TrainingConfig, train_ensemble
 
@@ -174,6 +185,8 @@ def train(ensemble_id: int) -> None:
                 history=[*rows[report.member].history, report.as_dict()]
             )
             rows[report.member].history.append(report.as_dict())
+            if echo is not None:
+                echo(f"member {report.member}: " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
 
         trained = train_ensemble(config, train_slides, val_slides, progress=progress)
         import torch
@@ -255,7 +268,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None) -> str:
     The claim is a conditional update: a queued row, or a running one whose worker died
     (the task came back because of acks_late + reject_on_worker_lost), becomes ours.
     """
-    from analysis.inference import run_ensemble, write_heatmap_tiff
+    from analysis.inference import InferenceCancelled, run_ensemble, write_heatmap_tiff
 
     claim = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
     claimed = SlideHeatmap.objects.filter(
@@ -297,7 +310,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None) -> str:
                 row.finished = timezone.now()
                 row.save()
         return "done"
-    except Cancelled:
+    except (Cancelled, InferenceCancelled):
         return "cancelled"
     except Exception as exc:
         log.exception("inference of heatmap %s failed", heatmap_id)

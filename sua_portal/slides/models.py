@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import uuid
+from contextlib import suppress
+from typing import Any
+
 from django.conf import settings
-from django.db import models
+from django.core.files.storage import default_storage
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from sua_portal.accounts.models import Project
 
@@ -55,6 +62,13 @@ class Slide(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
     failure_reason = models.TextField(blank=True)
     has_tumor = models.BooleanField(null=True, blank=True, help_text="from the ground-truth annotation")
+    tissue_fraction = models.FloatField(
+        null=True, blank=True, help_text="fraction of the slide that is tissue (Otsu on saturation, low level)"
+    )
+    # The slide check claims a slide by setting check_started while status is still "uploaded"
+    # (a conditional update), so two workers never check the same slide at once.
+    check_started = models.DateTimeField(null=True, blank=True)
+    checked = models.DateTimeField(null=True, blank=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -95,3 +109,57 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} on {self.slide} ({self.source})"
+
+
+def _new_upload_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+class SlideUpload(models.Model):
+    """A resumable, chunked upload of one slide file in progress (the bytes wait in a staging file)."""
+
+    id = models.UUIDField(primary_key=True, default=_new_upload_id, editable=False)
+    cohort = models.ForeignKey(Cohort, on_delete=models.CASCADE, related_name="uploads")
+    filename = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64, blank=True, help_text="as announced by the client (checked at the end)")
+    received_bytes = models.BigIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.filename} ({self.received_bytes}/{self.size_bytes} bytes)"
+
+
+# Stored files follow their rows, however a row goes (API, admin, a deleted cohort or project):
+# removed once the deletion is committed, so a rolled-back delete keeps its file.
+@receiver(post_delete, sender=Slide)
+def _delete_slide_file(sender: type[Slide], instance: Slide, **kwargs: Any) -> None:
+    name = instance.file.name
+    if not name:
+        return
+
+    def remove() -> None:
+        from sua_portal.slides import tiles
+
+        if Slide.objects.filter(file=name).exists():
+            return
+        with suppress(NotImplementedError):
+            tiles.forget_source(default_storage.path(name))
+        default_storage.delete(name)
+
+    transaction.on_commit(remove)
+
+
+@receiver(post_delete, sender=SlideUpload)
+def _delete_staged_bytes(sender: type[SlideUpload], instance: SlideUpload, **kwargs: Any) -> None:
+    from sua_portal.slides.services import staging_path
+
+    path = staging_path(instance)  # now: Django clears the primary key of deleted rows afterwards
+    transaction.on_commit(lambda: path.unlink(missing_ok=True))

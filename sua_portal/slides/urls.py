@@ -1,8 +1,30 @@
-"""URLs of the slides app (API under /api/, pages at the root): filled in by the slides work."""
+"""URLs of the slides app: the API (included under /api/) and the pages (at the root)."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
+from rest_framework.routers import SimpleRouter
 
-api_urlpatterns: list[URLPattern | URLResolver] = []
-page_urlpatterns: list[URLPattern | URLResolver] = []
+from sua_portal.slides import pages, views
+
+router = SimpleRouter()
+router.register("cohorts", views.CohortViewSet, basename="cohort")
+router.register("slides", views.SlideViewSet, basename="slide")
+router.register("uploads", views.SlideUploadViewSet, basename="upload")
+
+api_urlpatterns: list[URLPattern | URLResolver] = [
+    # Image endpoints have file-like names (no trailing slash): OpenSeadragon builds the tile URLs itself.
+    path("slides/<int:pk>/dzi.dzi", views.DeepZoomDescriptorView.as_view(), name="slide-dzi"),
+    path(
+        "slides/<int:pk>/dzi_files/<int:level>/<int:col>_<int:row>.<str:fmt>",
+        views.DeepZoomTileView.as_view(),
+        name="slide-tile",
+    ),
+    path("slides/<int:pk>/thumbnail.<str:fmt>", views.ThumbnailView.as_view(), name="slide-thumbnail"),
+    path("slides/<int:pk>/region.<str:fmt>", views.RegionView.as_view(), name="slide-region"),
+    *router.urls,
+]
+page_urlpatterns: list[URLPattern | URLResolver] = [
+    path("cohorts/<int:pk>/", pages.cohort_page, name="cohort-page"),
+    path("slides/<int:pk>/", pages.slide_viewer, name="slide-viewer"),
+]

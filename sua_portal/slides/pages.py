@@ -1,0 +1,75 @@
+"""Server-rendered pages of the slides app: a cohort's slide list and the slide viewer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from shapely.geometry import shape
+
+from sua_portal.accounts import roles
+from sua_portal.accounts.models import Project
+from sua_portal.slides import services
+from sua_portal.slides.models import Annotation, Cohort, Slide
+
+
+def _visible_cohort(request: HttpRequest, pk: int) -> Cohort:
+    cohort = Cohort.objects.select_related("project").filter(
+        pk=pk, project__in=Project.objects.visible_to(request.user)
+    ).first()
+    if cohort is None:
+        raise Http404("No such cohort.")
+    return cohort
+
+
+@login_required
+def cohort_page(request: HttpRequest, pk: int) -> HttpResponse:
+    cohort = _visible_cohort(request, pk)
+    slides = list(cohort.slides.annotate(annotation_count=Count("annotations")).order_by("name"))
+    counts = {status: sum(1 for s in slides if s.status == status) for status in Slide.Status.values}
+    context: dict[str, Any] = {
+        "cohort": cohort,
+        "slides": slides,
+        "counts": counts,
+        "tumor_count": sum(1 for s in slides if s.has_tumor),
+        "other_cohorts": cohort.project.cohorts.exclude(pk=cohort.pk),
+        "can_upload": roles.has_role(request.user, roles.ADMIN),
+        "extensions": ",".join(services.SLIDE_EXTENSIONS),
+        "extensions_display": " ".join(services.SLIDE_EXTENSIONS),
+        "max_upload_bytes": services.max_upload_bytes(),
+    }
+    return render(request, "slides/cohort.html", context)
+
+
+def _describe(annotation: Annotation, mpp: float | None) -> Annotation:
+    """Count the regions of an annotation and measure them (mm² when the resolution is known)."""
+    geometry = shape(annotation.geometry)
+    annotation.region_count = len(getattr(geometry, "geoms", [geometry])) if not geometry.is_empty else 0  # type: ignore[attr-defined]
+    annotation.area_mm2 = geometry.area * mpp**2 / 1e6 if mpp else None  # type: ignore[attr-defined]
+    return annotation
+
+
+@login_required
+def slide_viewer(request: HttpRequest, pk: int) -> HttpResponse:
+    slide = (
+        Slide.objects.select_related("cohort__project", "uploaded_by")
+        .filter(pk=pk, cohort__project__in=Project.objects.visible_to(request.user))
+        .first()
+    )
+    if slide is None:
+        raise Http404("No such slide.")
+    siblings = list(slide.cohort.slides.order_by("name").values_list("pk", flat=True))
+    index = siblings.index(slide.pk)
+    context = {
+        "slide": slide,
+        "cohort": slide.cohort,
+        "previous_id": siblings[index - 1] if index > 0 else None,
+        "next_id": siblings[index + 1] if index + 1 < len(siblings) else None,
+        "position": index + 1,
+        "total": len(siblings),
+        "annotations": [_describe(a, slide.mpp) for a in slide.annotations.select_related("author").order_by("created")],
+    }
+    return render(request, "slides/viewer.html", context)

@@ -1,0 +1,20 @@
+"""Celery tasks of the slides app: thin, they pass ids and call services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from sua_portal.slides import services
+
+
+@shared_task(name="slides.check_slide", queue="cpu")
+def check_slide(slide_id: int) -> str | None:
+    """Check one slide with large-image; returns its new status (None when another worker has it)."""
+    slide = services.check_slide(slide_id)
+    return None if slide is None else str(slide.status)
+
+
+@shared_task(name="slides.purge_stale_uploads", queue="cpu")
+def purge_stale_uploads() -> int:
+    """Forget resumable uploads untouched for two days (schedule it with celery beat)."""
+    return services.purge_stale_uploads()

@@ -1,0 +1,606 @@
+"""The slides API: cohorts, slide uploads (whole or resumable), annotations, DeepZoom tiles and images.
+
+Every query is limited to the caller's projects, so another project's cohort,
+slide or upload is a 404; changes are for the admin role (403 for others,
+before anything is looked up).  Problems with the input come back as 4xx with
+a sentence in ``detail``.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+from django.conf import settings
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
+from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
+from django.http.multipartparser import MultiPartParserError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ParseError, ValidationError
+from rest_framework.parsers import DataAndFiles, JSONParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from sua_portal.accounts.models import Project
+from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
+from sua_portal.slides import services, tiles
+from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
+from sua_portal.slides.serializers import (
+    AnnotationSerializer,
+    AnnotationUploadSerializer,
+    CohortCreateSerializer,
+    CohortSerializer,
+    SlideSerializer,
+    SlideUploadFormSerializer,
+    SlideUploadSerializer,
+    UploadStartSerializer,
+)
+
+#: Tiles, thumbnails and descriptors depend only on the file (its SHA-256): browsers may keep them.
+IMAGE_MAX_AGE = 24 * 3600
+# Multipart boundaries and headers around the file: a body this much bigger than the limit is refused unread.
+_MULTIPART_SLACK = 64 * 1024
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _UnsafeFileName(MultiPartParserError):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class _PathRefusingDjangoParser(DjangoMultiPartParser):
+    """Django's parser keeps only the last path component of a file name; we refuse such names instead."""
+
+    def sanitize_file_name(self, file_name: str) -> str | None:
+        raw = html.unescape(file_name)
+        if "/" in raw or "\\" in raw or raw.strip() in (".", ".."):
+            raise _UnsafeFileName(raw)
+        return super().sanitize_file_name(file_name)
+
+
+class StrictMultiPartParser(MultiPartParser):
+    """multipart/form-data whose file names must be bare names ("../x.svs" and "a/b.svs" are a 400)."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> DataAndFiles:
+        parser_context = parser_context or {}
+        request = parser_context["request"]
+        meta = request.META.copy()
+        meta["CONTENT_TYPE"] = media_type
+        try:
+            parser = _PathRefusingDjangoParser(meta, stream, request.upload_handlers, parser_context.get("encoding"))
+            data, files = parser.parse()
+        except _UnsafeFileName as exc:
+            raise ParseError(
+                f"The file name {exc.name!r} contains a path; send the bare file name (like slide.svs)."
+            ) from None
+        except MultiPartParserError as exc:
+            raise ParseError(f"The multipart form cannot be read: {exc}") from None
+        return DataAndFiles(data, files)
+
+
+def _rejected(exc: services.SlideRejected) -> Response:
+    return Response({"detail": str(exc), **exc.extra}, status=exc.status)
+
+
+def _visible_projects(user: Any) -> QuerySet[Project]:
+    return Project.objects.visible_to(user)
+
+
+def _to_disk(request: Request) -> None:
+    """Uploaded files of this request go to a temporary file on disk, whatever their size (large-image opens paths)."""
+    django_request: HttpRequest = request._request
+    # Session authentication's CSRF check may have parsed the form already (then small files sit in
+    # memory and services spool them to disk).
+    if not hasattr(django_request, "_files"):
+        django_request.upload_handlers = [TemporaryFileUploadHandler(django_request)]
+
+
+def _refuse_oversized_body(request: Request) -> None:
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    limit = services.max_upload_bytes()
+    if length > limit + _MULTIPART_SLACK:
+        raise services.SlideRejected(
+            f"The upload has {length:,} bytes; a slide may have at most {limit:,} bytes on this server.", status=413
+        )
+
+
+# --------------------------------------------------------------------------- cohorts
+
+
+class CohortViewSet(viewsets.ModelViewSet):
+    """Cohorts of the caller's projects. Admins create them and upload slides into them."""
+
+    permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
+    parser_classes = [JSONParser, StrictMultiPartParser]
+
+    def get_queryset(self) -> QuerySet[Cohort]:
+        cohorts = Cohort.objects.filter(project__in=_visible_projects(self.request.user)).annotate(
+            slide_count=Count("slides", distinct=True),
+            ready_count=Count("slides", filter=Q(slides__status=Slide.Status.READY), distinct=True),
+        )
+        project = self.request.query_params.get("project")
+        if project and project.isdigit():
+            cohorts = cohorts.filter(project_id=int(project))
+        return cohorts
+
+    def get_serializer_class(self) -> Any:
+        return CohortCreateSerializer if self.action == "create" else CohortSerializer
+
+    @extend_schema(request=CohortCreateSerializer, responses={201: CohortSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        body = CohortCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        project = get_object_or_404(_visible_projects(request.user), pk=body.validated_data["project"])
+        if Cohort.objects.filter(project=project, name=body.validated_data["name"]).exists():
+            raise ValidationError({"name": [f"A cohort called {body.validated_data['name']!r} exists in this project."]})
+        cohort = body.save(project=project)
+        return Response(CohortSerializer(cohort).data, status=status.HTTP_201_CREATED)
+
+    def perform_update(self, serializer: Any) -> None:
+        name = serializer.validated_data.get("name")
+        instance = serializer.instance
+        if name and Cohort.objects.filter(project=instance.project, name=name).exclude(pk=instance.pk).exists():
+            raise ValidationError({"name": [f"A cohort called {name!r} exists in this project."]})
+        serializer.save()
+
+
+    @extend_schema(
+        methods=["GET"], responses=SlideSerializer(many=True), summary="The slides of the cohort",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request={"multipart/form-data": SlideUploadFormSerializer},
+        responses={201: SlideSerializer, 400: OpenApiResponse(description="not a slide, bad name, empty, truncated"),
+                   409: OpenApiResponse(description="the same file (SHA-256) is in the cohort"),
+                   413: OpenApiResponse(description="bigger than SLIDE_MAX_UPLOAD_BYTES")},
+        summary="Upload a slide in one request (streamed to disk, hashed, checked, then stored)",
+    )
+    @action(detail=True, methods=["get", "post"])
+    def slides(self, request: Request, pk: str | None = None) -> Response:
+        if request.method == "POST":
+            try:
+                _refuse_oversized_body(request)
+            except services.SlideRejected as exc:
+                return _rejected(exc)
+            _to_disk(request)
+        cohort = self.get_object()
+        if request.method == "GET":
+            slides = cohort.slides.select_related("uploaded_by").annotate(annotation_count=Count("annotations"))
+            page = self.paginate_queryset(slides)
+            return self.get_paginated_response(SlideSerializer(page, many=True).data)
+        upload = request.FILES.get("file")
+        if upload is None:
+            raise ValidationError({"file": ["Send the slide as the multipart field 'file'."]})
+        try:
+            slide = services.store_uploaded_slide(cohort, upload, user=request.user)
+        except services.SlideRejected as exc:
+            return _rejected(exc)
+        return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=UploadStartSerializer, responses={201: SlideUploadSerializer},
+        summary="Start a resumable upload: then PUT chunks to /api/uploads/{id}/ and POST .../complete/",
+    )
+    @action(detail=True, methods=["post"])
+    def uploads(self, request: Request, pk: str | None = None) -> Response:
+        cohort = self.get_object()
+        body = UploadStartSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            upload = services.start_upload(
+                cohort, filename=body.validated_data["filename"], size=body.validated_data["size"],
+                sha256=body.validated_data["sha256"], user=request.user,
+            )
+        except services.SlideRejected as exc:
+            return _rejected(exc)
+        return Response(SlideUploadSerializer(upload).data, status=status.HTTP_201_CREATED)
+
+
+# --------------------------------------------------------------------------- resumable uploads
+
+
+class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """A resumable upload: GET tells the offset, PUT/PATCH sends a chunk, POST complete/ makes the slide.
+
+    A chunk is the raw request body, placed by ``Content-Range: bytes START-END/SIZE``
+    (or an ``Upload-Offset`` header / ``?offset=``); START must be the offset the
+    server has, else 409 with the offset to go on from.
+    """
+
+    serializer_class = SlideUploadSerializer
+    permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
+    # Chunks are read from the stream as they come; nothing parses the body.
+    parser_classes: list[Any] = []
+
+    def get_queryset(self) -> QuerySet[SlideUpload]:
+        return SlideUpload.objects.filter(cohort__project__in=_visible_projects(self.request.user))
+
+    def perform_destroy(self, instance: SlideUpload) -> None:
+        services.cancel_upload(instance)
+
+    @extend_schema(
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        parameters=[
+            OpenApiParameter("Content-Range", str, OpenApiParameter.HEADER, description="bytes START-END/SIZE"),
+            OpenApiParameter("Upload-Offset", int, OpenApiParameter.HEADER, description="instead of Content-Range"),
+        ],
+        responses={200: SlideUploadSerializer, 409: OpenApiResponse(description="wrong offset: the body says which")},
+    )
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        upload = self.get_object()
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+        try:
+            content_range = request.META.get("HTTP_CONTENT_RANGE")
+            if content_range:
+                offset, declared = services.parse_content_range(content_range, size=upload.size_bytes)
+                if declared != length:
+                    raise services.SlideRejected(
+                        f"Content-Range announces {declared} bytes but the body has {length}.",
+                        offset=upload.received_bytes,
+                    )
+            else:
+                raw = request.META.get("HTTP_UPLOAD_OFFSET") or request.query_params.get("offset")
+                if raw is None or not str(raw).isdigit():
+                    raise services.SlideRejected(
+                        "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
+                        offset=upload.received_bytes,
+                    )
+                offset = int(raw)
+            upload = services.receive_chunk(upload, offset=offset, length=length, stream=cast(IO[bytes], request._request))
+        except services.SlideRejected as exc:
+            return _rejected(exc)
+        return Response(SlideUploadSerializer(upload).data)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return self.update(request, *args, **kwargs)
+
+    @extend_schema(request=None, responses={201: SlideSerializer})
+    @action(detail=True, methods=["post"])
+    def complete(self, request: Request, pk: str | None = None) -> Response:
+        upload = self.get_object()
+        try:
+            slide = services.complete_upload(upload, user=request.user)
+        except services.SlideRejected as exc:
+            return _rejected(exc)
+        return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
+
+
+# --------------------------------------------------------------------------- slides and annotations
+
+
+class SlideViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Slides of the caller's projects (``?cohort=`` to pick one cohort); admins rename, label and delete."""
+
+    serializer_class = SlideSerializer
+    permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
+    parser_classes = [JSONParser, StrictMultiPartParser]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self) -> QuerySet[Slide]:
+        slides = (
+            Slide.objects.filter(cohort__project__in=_visible_projects(self.request.user))
+            .select_related("uploaded_by", "cohort")
+            .annotate(annotation_count=Count("annotations"))
+        )
+        cohort = self.request.query_params.get("cohort")
+        if cohort and cohort.isdigit():
+            slides = slides.filter(cohort_id=int(cohort))
+        return slides
+
+    def perform_destroy(self, instance: Slide) -> None:
+        services.delete_slide(instance)
+
+    @extend_schema(request=None, responses={202: SlideSerializer}, summary="Check the slide again (queued)")
+    @action(detail=True, methods=["post"])
+    def check(self, request: Request, pk: str | None = None) -> Response:
+        slide = services.recheck_slide(self.get_object())
+        return Response(SlideSerializer(slide).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="What large-image reads from the file")
+    @action(detail=True, methods=["get"])
+    def metadata(self, request: Request, pk: str | None = None) -> Response:
+        slide = self.get_object()
+        body: dict[str, Any] = {"slide": SlideSerializer(slide).data}
+        if slide.status == Slide.Status.FAILED:
+            return Response(body)
+        try:
+            zoom = tiles.deep_zoom(services.local_path(slide))
+        except (tiles.SlideReadError, FileNotFoundError) as exc:
+            return Response({"detail": f"The slide cannot be read: {exc}"}, status=status.HTTP_409_CONFLICT)
+        source_metadata = zoom.source.getMetadata()
+        body["large_image"] = {k: v for k, v in source_metadata.items() if k != "frames"}
+        body["deepzoom"] = {"tile_size": zoom.tile_size, "levels": zoom.max_level + 1, "overlap": 0, "format": "jpeg"}
+        return Response(body)
+
+    @extend_schema(methods=["GET"], responses=AnnotationSerializer(many=True))
+    @extend_schema(
+        methods=["POST"], request={"multipart/form-data": AnnotationUploadSerializer},
+        responses={201: AnnotationSerializer, 400: OpenApiResponse(description="does not parse, or outside the slide")},
+    )
+    @action(detail=True, methods=["get", "post"])
+    def annotations(self, request: Request, pk: str | None = None) -> Response:
+        if request.method == "POST":
+            _to_disk(request)
+        slide = self.get_object()
+        if request.method == "GET":
+            rows = Annotation.objects.filter(slide=slide).select_related("author")
+            source = request.query_params.get("source")
+            if source:
+                rows = rows.filter(source=source)
+            return Response(AnnotationSerializer(rows, many=True).data)
+        body = AnnotationUploadSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        classes = [c.strip() for c in data.get("tumor_classes", "").split(",") if c.strip()] or None
+        try:
+            annotation = services.add_uploaded_annotation(
+                slide, data["file"], source=data["source"], author=request.user, downsample=data.get("downsample"),
+                tumor_classes=classes, label=data["label"],
+            )
+        except services.SlideRejected as exc:
+            return _rejected(exc)
+        return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={204: None})
+    @action(detail=True, methods=["delete"], url_path=r"annotations/(?P<annotation_id>\d+)")
+    def delete_annotation(self, request: Request, pk: str | None = None, annotation_id: str | None = None) -> Response:
+        slide = self.get_object()
+        services.delete_annotation(get_object_or_404(Annotation, slide=slide, pk=annotation_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --------------------------------------------------------------------------- images
+
+
+class _TTLCache:
+    """A small per-process cache whose entries expire: the image endpoints' answers to "who" and "which file"."""
+
+    def __init__(self, max_items: int = 20_000) -> None:
+        self._items: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._max_items = max_items
+
+    def get(self, key: Any) -> Any:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        seconds = float(getattr(settings, "SLIDE_IMAGE_ACCESS_CACHE_SECONDS", 10))
+        if seconds <= 0:
+            return
+        with self._lock:
+            if len(self._items) >= self._max_items:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + seconds, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+# Tiles are the hottest path (a viewer asks for dozens a second): who the caller is and which file a
+# slide is are remembered for a few seconds (SLIDE_IMAGE_ACCESS_CACHE_SECONDS, default 10), so a tile
+# costs no database query. A removed membership or a signed-out session stops reaching tiles after
+# at most that long.
+_tokens = _TTLCache()
+_sessions = _TTLCache()
+_slides = _TTLCache()
+_paths = _TTLCache()
+
+
+class _CachedTokenAuthentication(TokenAuthentication):
+    def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
+        hit = _tokens.get(key)
+        if hit is not None:
+            return cast(tuple[Any, Any], hit)
+        result = super().authenticate_credentials(key)
+        _tokens.put(key, result)
+        return result
+
+
+class _CachedSessionAuthentication(SessionAuthentication):
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        key = request._request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+        # Only safe methods reach the image views, so there is no CSRF check to skip on a hit.
+        hit = _sessions.get(key) if key else None
+        if hit is not None:
+            return (hit, None)
+        result = super().authenticate(request)
+        if result is not None and key:
+            _sessions.put(key, result[0])
+        return result
+
+
+@dataclass(frozen=True)
+class _ImageSlide:
+    """What the image endpoints need of a slide the caller may read."""
+
+    pk: int
+    sha256: str
+    status: str
+    failure_reason: str
+    file_name: str
+    size_bytes: int
+
+
+class _SlideImageView(APIView):
+    """Base of the image endpoints: the caller's membership and the file in one (cached) lookup, ETags."""
+
+    permission_classes = [IsAuthenticated]
+    authentication_classes = [_CachedSessionAuthentication, _CachedTokenAuthentication]
+    http_method_names = ["get", "head", "options"]
+
+    def _slide(self, request: Request, pk: int) -> _ImageSlide:
+        key = (request.user.pk, pk)
+        slide = _slides.get(key)
+        if slide is None:
+            row = (
+                Slide.objects.filter(pk=pk, cohort__project__memberships__user=cast(Any, request.user))
+                .values_list("sha256", "status", "failure_reason", "file", "size_bytes")
+                .first()
+            )
+            if row is None:
+                raise NotFound("No such slide.")
+            slide = _ImageSlide(pk, *row)
+            _slides.put(key, slide)
+        return cast(_ImageSlide, slide)
+
+    @staticmethod
+    def _not_modified(request: Request, etag: str) -> HttpResponse | None:
+        wanted = request.META.get("HTTP_IF_NONE_MATCH", "")
+        if wanted and (wanted.strip() == "*" or etag in [t.strip() for t in wanted.split(",")]):
+            return _cached(HttpResponseNotModified(), etag)
+        return None
+
+    @staticmethod
+    def _readable(slide: _ImageSlide) -> Path:
+        if slide.status == Slide.Status.FAILED:
+            raise _Unreadable(f"This slide failed its check: {slide.failure_reason}")
+        key = (str(settings.MEDIA_ROOT), slide.file_name)
+        path = _paths.get(key)
+        if path is None:
+            try:
+                path = services.local_path(
+                    Slide(pk=slide.pk, sha256=slide.sha256, file=slide.file_name, size_bytes=slide.size_bytes)
+                )
+            except FileNotFoundError:
+                raise _Unreadable("The slide file is missing from storage.") from None
+            _paths.put(key, path)
+        return cast(Path, path)
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, _Unreadable | tiles.SlideReadError):
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        if isinstance(exc, tiles.TileOutOfRange):
+            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+        return super().handle_exception(exc)
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _cached(response: HttpResponse, etag: str) -> HttpResponse:
+    response["ETag"] = etag
+    response["Cache-Control"] = f"private, max-age={IMAGE_MAX_AGE}"
+    return response
+
+
+def _int_param(request: Request, name: str, default: int | None = None, *, low: int = 0, high: int = 2**31) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise ValidationError({name: ["This parameter is required."]})
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError({name: [f"{raw!r} is not a whole number."]}) from None
+    if not low <= value <= high:
+        raise ValidationError({name: [f"must be between {low} and {high}."]})
+    return value
+
+
+_FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
+
+
+class DeepZoomDescriptorView(_SlideImageView):
+    """The DZI descriptor OpenSeadragon opens; its tiles are under ``dzi_files/``."""
+
+    @extend_schema(responses={(200, "application/xml"): OpenApiTypes.STR})
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        slide = self._slide(request, pk)
+        etag = f'"dzi-{slide.sha256[:24]}-{tiles.TILES_VERSION}"'
+        if (cached := self._not_modified(request, etag)) is not None:
+            return cached
+        zoom = tiles.deep_zoom(self._readable(slide))
+        return _cached(HttpResponse(zoom.descriptor(), content_type="application/xml"), etag)
+
+
+class DeepZoomTileView(_SlideImageView):
+    """One DZI tile (JPEG). Out-of-range levels or tiles are a 404."""
+
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
+    def get(self, request: Request, pk: int, level: int, col: int, row: int, fmt: str) -> HttpResponse:
+        if fmt not in ("jpeg", "jpg"):
+            raise NotFound("Tiles are served as .jpeg.")
+        slide = self._slide(request, pk)
+        etag = f'"t-{slide.sha256[:24]}-{level}-{col}-{row}-{tiles.TILES_VERSION}"'
+        if (cached := self._not_modified(request, etag)) is not None:
+            return cached
+        data = tiles.deep_zoom(self._readable(slide)).tile(level, col, row)
+        return _cached(HttpResponse(data, content_type="image/jpeg"), etag)
+
+
+class ThumbnailView(_SlideImageView):
+    @extend_schema(
+        parameters=[OpenApiParameter("width", int), OpenApiParameter("height", int)],
+        responses={(200, "image/jpeg"): OpenApiTypes.BINARY, (200, "image/png"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, pk: int, fmt: str) -> HttpResponse:
+        """The whole slide scaled to fit width x height (default 256 x 256), aspect kept."""
+        if fmt not in _FORMATS:
+            raise NotFound("Thumbnails are .jpeg or .png.")
+        width = _int_param(request, "width", 256, low=2, high=tiles.MAX_OUTPUT_SIDE)
+        height = _int_param(request, "height", width, low=2, high=tiles.MAX_OUTPUT_SIDE)
+        slide = self._slide(request, pk)
+        etag = f'"th-{slide.sha256[:24]}-{width}x{height}-{fmt}-{tiles.TILES_VERSION}"'
+        if (cached := self._not_modified(request, etag)) is not None:
+            return cached
+        encoding, mime = _FORMATS[fmt]
+        data = tiles.thumbnail(self._readable(slide), width=width, height=height, fmt=encoding)
+        return _cached(HttpResponse(data, content_type=mime), etag)
+
+
+class RegionView(_SlideImageView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("left", int, required=True), OpenApiParameter("top", int, required=True),
+            OpenApiParameter("width", int, required=True), OpenApiParameter("height", int, required=True),
+            OpenApiParameter("max_size", int, description="longest side of the answer (default 1024, at most 4096)"),
+        ],
+        responses={(200, "image/png"): OpenApiTypes.BINARY, (200, "image/jpeg"): OpenApiTypes.BINARY},
+    )
+    def get(self, request: Request, pk: int, fmt: str) -> HttpResponse:
+        """A rectangle in level-0 pixels, scaled down to fit max_size when larger."""
+        if fmt not in _FORMATS:
+            raise NotFound("Regions are .png or .jpeg.")
+        left, top = _int_param(request, "left"), _int_param(request, "top")
+        width, height = _int_param(request, "width", low=1), _int_param(request, "height", low=1)
+        max_size = _int_param(request, "max_size", 1024, low=1, high=tiles.MAX_OUTPUT_SIDE)
+        slide = self._slide(request, pk)
+        etag = f'"r-{slide.sha256[:24]}-{left}-{top}-{width}-{height}-{max_size}-{fmt}-{tiles.TILES_VERSION}"'
+        if (cached := self._not_modified(request, etag)) is not None:
+            return cached
+        encoding, mime = _FORMATS[fmt]
+        try:
+            data = tiles.region(
+                self._readable(slide), left=left, top=top, width=width, height=height, max_size=max_size, fmt=encoding
+            )
+        except tiles.TileOutOfRange as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return _cached(HttpResponse(data, content_type=mime), etag)

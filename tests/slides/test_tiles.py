@@ -1,0 +1,181 @@
+"""DeepZoom tiles, thumbnails and regions: large-image's own pixels, HTTP caching, clean 4xx answers."""
+
+from __future__ import annotations
+
+import io
+import math
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import large_image
+import numpy as np
+import pytest
+from large_image.constants import TILE_FORMAT_NUMPY
+from PIL import Image
+
+from sua_portal.slides import services, tiles
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def boxes(cohort: Any, add_slide: Any) -> Any:
+    slide = add_slide(cohort, "boxes.tiff")
+    assert slide.status == "ready", slide.failure_reason
+    return slide
+
+
+def _source(slide: Any) -> Any:
+    # The same source the endpoint uses: large-image fixes the encoding when a source is opened.
+    return large_image.open(str(services.local_path(slide)), encoding="JPEG", jpegQuality=tiles.JPEG_QUALITY)
+
+
+def _image(response: Any) -> Image.Image:
+    return Image.open(io.BytesIO(response.content))
+
+
+def _tile(client: Any, slide: Any, level: int, col: int, row: int, **headers: str) -> Any:
+    return client.get(f"/api/slides/{slide.pk}/dzi_files/{level}/{col}_{row}.jpeg", **headers)
+
+
+def test_the_dzi_descriptor_describes_the_slide(people: dict[str, Any], boxes: Any, api_for: Any) -> None:
+    response = api_for(people["pathologist"]).get(f"/api/slides/{boxes.pk}/dzi.dzi")
+    assert response.status_code == 200 and response["Content-Type"] == "application/xml"
+    root = ET.fromstring(response.content)
+    size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
+    assert root.get("TileSize") == "64" and root.get("Overlap") == "0" and root.get("Format") == "jpeg"
+    assert size is not None and (size.get("Width"), size.get("Height")) == ("300", "250")
+
+
+@pytest.mark.parametrize(("level", "col", "row", "z"), [(9, 1, 1, 3), (9, 3, 2, 3), (8, 0, 0, 2), (8, 1, 0, 2)])
+def test_an_interior_tile_is_large_images_own_jpeg(level: int, col: int, row: int, z: int,
+                                                   people: dict[str, Any], boxes: Any, api_for: Any) -> None:
+    response = _tile(api_for(people["researcher"]), boxes, level, col, row)
+    assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+    source = _source(boxes)
+    assert response.content == bytes(source.getTile(col, row, z))
+    # The same bytes; libtiff and Pillow decode them with different chroma upsampling, so the pixels
+    # agree up to a little noise at colour edges.
+    expected = np.asarray(source.getTile(col, row, z, format=TILE_FORMAT_NUMPY, numpyAllowed="always"))[:, :, :3]
+    assert np.abs(np.asarray(_image(response).convert("RGB")).astype(int) - expected.astype(int)).mean() < 1.5
+
+
+def test_an_edge_tile_is_large_images_tile_cut_to_the_slide(people: dict[str, Any], boxes: Any,
+                                                            api_for: Any) -> None:
+    response = _tile(api_for(people["pathologist"]), boxes, 9, 4, 3)
+    image = np.asarray(_image(response).convert("RGB")).astype(int)
+    assert image.shape == (250 - 3 * 64, 300 - 4 * 64, 3)
+    expected = np.asarray(_source(boxes).getTile(4, 3, 3, format=TILE_FORMAT_NUMPY, numpyAllowed="always"))
+    expected = expected[: image.shape[0], : image.shape[1], :3].astype(int)
+    # Cut tiles are encoded again (JPEG quality 90): the same picture up to compression noise.
+    assert np.abs(image - expected).mean() < 2.0
+
+
+def test_every_tile_of_every_level_has_the_size_deepzoom_expects(people: dict[str, Any], boxes: Any,
+                                                                  api_for: Any) -> None:
+    client = api_for(people["pathologist"])
+    max_level = math.ceil(math.log2(300))
+    for level in range(max_level + 1):
+        width, height = math.ceil(300 / 2 ** (max_level - level)), math.ceil(250 / 2 ** (max_level - level))
+        for col in range(math.ceil(width / 64)):
+            for row in range(math.ceil(height / 64)):
+                response = _tile(client, boxes, level, col, row)
+                assert response.status_code == 200, (level, col, row)
+                assert _image(response).size == (min(64, width - 64 * col), min(64, height - 64 * row))
+
+
+def test_levels_above_the_pyramid_are_the_coarsest_tile_scaled_down(people: dict[str, Any], boxes: Any,
+                                                                     api_for: Any) -> None:
+    # DZI level 5 is 19 x 16 pixels; large-image's coarsest level (DZI 6) is 38 x 32.
+    small = np.asarray(_image(_tile(api_for(people["pathologist"]), boxes, 5, 0, 0)).convert("RGB")).astype(float)
+    top = np.asarray(_source(boxes).getTile(0, 0, 0, format=TILE_FORMAT_NUMPY, numpyAllowed="always"))[:32, :38, :3]
+    halved = np.asarray(Image.fromarray(np.ascontiguousarray(top)).resize((19, 16), Image.Resampling.BOX)).astype(float)
+    assert small.shape == (16, 19, 3)
+    assert np.abs(small - halved).mean() < 12
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["dzi_files/10/0_0.jpeg", "dzi_files/9/5_0.jpeg", "dzi_files/9/0_4.jpeg", "dzi_files/0/1_0.jpeg",
+     "dzi_files/9/0_0.png", "dzi_files/99999999999/0_0.jpeg", "dzi_files/-1/0_0.jpeg", "dzi_files/9/a_b.jpeg"],
+)
+def test_a_tile_outside_the_pyramid_is_a_404(path: str, people: dict[str, Any], boxes: Any, api_for: Any) -> None:
+    assert api_for(people["pathologist"]).get(f"/api/slides/{boxes.pk}/{path}").status_code == 404
+
+
+def test_tiles_carry_an_etag_and_a_matching_request_gets_304(people: dict[str, Any], boxes: Any,
+                                                             api_for: Any) -> None:
+    client = api_for(people["pathologist"])
+    first = _tile(client, boxes, 9, 1, 1)
+    assert first["Cache-Control"] == "private, max-age=86400" and first["ETag"].startswith('"')
+    again = _tile(client, boxes, 9, 1, 1, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == first["ETag"]
+    other = _tile(client, boxes, 9, 1, 2, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert other.status_code == 200 and other["ETag"] != first["ETag"]
+    dzi = client.get(f"/api/slides/{boxes.pk}/dzi.dzi")
+    assert client.get(f"/api/slides/{boxes.pk}/dzi.dzi", HTTP_IF_NONE_MATCH=dzi["ETag"]).status_code == 304
+
+
+def test_a_slide_read_by_openslide_serves_tiles_too(people: dict[str, Any], cohort: Any, add_slide: Any,
+                                                    api_for: Any) -> None:
+    slide = add_slide(cohort, "small.svs")
+    client = api_for(people["pathologist"])
+    assert b'Width="16"' in client.get(f"/api/slides/{slide.pk}/dzi.dzi").content
+    response = _tile(client, slide, 4, 0, 0)
+    assert response.status_code == 200 and _image(response).size == (16, 16)
+    expected = np.asarray(_source(slide).getTile(0, 0, 0, format=TILE_FORMAT_NUMPY, numpyAllowed="always"))[:, :, :3]
+    assert np.abs(np.asarray(_image(response).convert("RGB")).astype(int) - expected.astype(int)).mean() < 3
+
+
+def test_thumbnails_fit_the_asked_size(people: dict[str, Any], boxes: Any, api_for: Any) -> None:
+    client = api_for(people["researcher"])
+    png = client.get(f"/api/slides/{boxes.pk}/thumbnail.png?width=100")
+    assert png.status_code == 200 and png["Content-Type"] == "image/png" and _image(png).size == (100, 83)
+    jpeg = client.get(f"/api/slides/{boxes.pk}/thumbnail.jpeg")
+    assert jpeg["Content-Type"] == "image/jpeg" and _image(jpeg).size == (256, 213)
+    assert client.get(f"/api/slides/{boxes.pk}/thumbnail.jpeg?width=1").status_code == 400
+    assert client.get(f"/api/slides/{boxes.pk}/thumbnail.jpeg?width=abc").status_code == 400
+    assert client.get(f"/api/slides/{boxes.pk}/thumbnail.gif").status_code == 404
+
+
+def test_a_region_is_large_images_pixels(people: dict[str, Any], boxes: Any, api_for: Any) -> None:
+    response = api_for(people["pathologist"]).get(
+        f"/api/slides/{boxes.pk}/region.png?left=10&top=20&width=50&height=40")
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    expected, _ = _source(boxes).getRegion(
+        region={"left": 10, "top": 20, "width": 50, "height": 40, "units": "base_pixels"}, format=TILE_FORMAT_NUMPY)
+    assert np.array_equal(np.asarray(_image(response).convert("RGB")), np.asarray(expected)[:, :, :3])
+
+
+def test_a_large_region_is_scaled_to_max_size(people: dict[str, Any], boxes: Any, api_for: Any) -> None:
+    response = api_for(people["pathologist"]).get(
+        f"/api/slides/{boxes.pk}/region.jpeg?left=0&top=0&width=300&height=250&max_size=60")
+    assert _image(response).size == (60, 50)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["left=0&top=0&width=301&height=10", "left=-1&top=0&width=10&height=10", "left=290&top=240&width=20&height=20",
+     "left=0&top=0&width=0&height=10", "top=0&width=10&height=10", "left=0&top=0&width=10&height=10&max_size=99999"],
+)
+def test_a_region_outside_the_slide_or_malformed_is_a_400(query: str, people: dict[str, Any], boxes: Any,
+                                                          api_for: Any) -> None:
+    response = api_for(people["pathologist"]).get(f"/api/slides/{boxes.pk}/region.png?{query}")
+    assert response.status_code == 400, response.content
+
+
+def test_a_failed_slide_answers_409_with_its_reason(people: dict[str, Any], cohort: Any, add_slide: Any,
+                                                    api_for: Any) -> None:
+    slide = add_slide(cohort, "unreadable.svs", probe=False)
+    assert slide.status == "failed"
+    client = api_for(people["pathologist"])
+    for path in ("dzi.dzi", "dzi_files/0/0_0.jpeg", "thumbnail.jpeg", "region.png?left=0&top=0&width=4&height=4"):
+        response = client.get(f"/api/slides/{slide.pk}/{path}")
+        assert response.status_code == 409, path
+        assert "failed its check" in response.json()["detail"] and "cannot be decoded" in response.json()["detail"]
+
+
+def test_the_metadata_tells_what_large_image_reads(people: dict[str, Any], boxes: Any, api_for: Any) -> None:
+    body = api_for(people["researcher"]).get(f"/api/slides/{boxes.pk}/metadata/").json()
+    assert body["slide"]["width"] == 300 and body["large_image"]["levels"] == 4
+    assert body["deepzoom"] == {"tile_size": 64, "levels": 10, "overlap": 0, "format": "jpeg"}
