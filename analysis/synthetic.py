@@ -47,7 +47,6 @@ import sys
 import tempfile
 import time
 import uuid
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -61,6 +60,8 @@ import tifffile
 from scipy import ndimage
 from scipy.spatial import cKDTree
 from shapely.geometry import MultiPolygon, Polygon
+
+from analysis.annotations import write_asap_xml
 
 __all__ = [
     "ITC_MAX_UM",
@@ -248,35 +249,6 @@ def _exterior_xy(polygon: Polygon) -> list[tuple[float, float]]:
     if len(coords) > 1 and coords[0] == coords[-1]:
         coords = coords[:-1]
     return [(float(x), float(y)) for x, y in coords]
-
-
-def _write_asap_xml(polygons: Sequence[Polygon], path: str | os.PathLike[str], *, group: str = "Tumor") -> Path:
-    """Write polygons (level-0 pixels, exterior rings) as an ASAP annotation file.
-
-    Coordinates are written with ``repr`` so they parse back to the same floats.
-    """
-    root = ET.Element("ASAP_Annotations")
-    annotations = ET.SubElement(root, "Annotations")
-    for i, polygon in enumerate(polygons):
-        ann = ET.SubElement(
-            annotations,
-            "Annotation",
-            Name=f"Annotation {i}",
-            Type="Polygon",
-            PartOfGroup=group,
-            Color="#F4FA58",
-        )
-        coords = ET.SubElement(ann, "Coordinates")
-        for order, (x, y) in enumerate(_exterior_xy(polygon)):
-            ET.SubElement(coords, "Coordinate", Order=str(order), X=repr(x), Y=repr(y))
-    groups = ET.SubElement(root, "AnnotationGroups")
-    grp = ET.SubElement(groups, "Group", Name=group, PartOfGroup="None", Color="#64FE2E")
-    ET.SubElement(grp, "Attributes")
-    tree = ET.ElementTree(root)
-    ET.indent(tree)
-    out = Path(path)
-    tree.write(out, encoding="utf-8", xml_declaration=True)
-    return out
 
 
 def _write_geojson(
@@ -1748,7 +1720,8 @@ def _run_job(job: _Job, out_dir: Path) -> CohortEntry:
     slide = generate_slide(job.spec, image)
     xml = geo = None
     if job.spec.tumor:
-        xml = _write_asap_xml(slide.polygons, image.with_suffix(".xml"))
+        xml = image.with_suffix(".xml")
+        write_asap_xml(slide.polygons, xml)
         geo = _write_geojson(slide.polygons, image.with_suffix(".geojson"), namespace=job.slide_id)
     return CohortEntry(
         slide_id=job.slide_id,

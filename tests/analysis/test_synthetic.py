@@ -266,10 +266,12 @@ def test_cohort_asap_xml_and_geojson_hold_the_same_coordinates(test_cohort: tupl
 
 def test_annotation_files_match_the_returned_polygons_exactly(tmp_path: Path) -> None:
     from analysis import synthetic
+    from analysis.annotations import write_asap_xml
 
     spec = SlideSpec(seed=2, width=1024, height=1024, mpp=2.0, lesions=("micro", "itc"))
     slide = generate_slide(spec, tmp_path / "s.tiff")
-    xml = synthetic._write_asap_xml(slide.polygons, tmp_path / "s.xml")
+    xml = tmp_path / "s.xml"
+    write_asap_xml(slide.polygons, xml)
     geo = synthetic._write_geojson(slide.polygons, tmp_path / "s.geojson")
     expected = [list(p.exterior.coords)[:-1] for p in slide.polygons]
     root = ET.parse(xml).getroot()
