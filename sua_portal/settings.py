@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Answers DeepZoom tile GETs whose caller and access are cached, skipping the rest (see its docstring).
+    "sua_portal.slides.views.TileFastPathMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -172,6 +174,12 @@ SUA_BOOTSTRAP = envint("SUA_BOOTSTRAP", paper.BOOTSTRAP)
 HEATMAP_DOWNSAMPLE = envfloat("HEATMAP_DOWNSAMPLE", 16.0)
 INFERENCE_OVERLAP = envint("INFERENCE_OVERLAP", 32)
 INFERENCE_BATCH = envint("INFERENCE_BATCH", 16)
+# Tile edge (pixels at the ensemble's level) that trained ensembles run on. Training patches are
+# small (32 px in the demo) but inference tiles must be much larger than 2 * INFERENCE_OVERLAP, or
+# most of every tile is cropped away again.
+INFERENCE_TILE = envint("INFERENCE_TILE", 256)
+# Threads torch may use in one worker process; a prefork pool has one process per core already.
+TORCH_THREADS = envint("TORCH_THREADS", 1)
 
 # Uploads stream to disk past this size; slides larger than the limit are refused.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

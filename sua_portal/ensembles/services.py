@@ -51,10 +51,38 @@ def _local_slide_path(slide: Slide) -> Path:
     return local_path(slide)
 
 
-def _torch_device() -> str:
+def _torch_device(threads: int | None = None) -> str:
+    """The device this worker runs models on; also caps torch's CPU threads.
+
+    A prefork pool already runs one process per core: letting each also start a
+    thread per core oversubscribes the machine and is slower than one thread each.
+    """
     import torch
 
+    threads = threads or settings.TORCH_THREADS
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_tile_size(tile_size: int, level_downsample: float) -> None:
+    """Tiles must keep a core once the overlap is cropped, and the core must cover whole heatmap pixels."""
+    overlap = settings.INFERENCE_OVERLAP
+    if tile_size <= 2 * overlap:
+        raise EnsembleError(
+            f"tiles of {tile_size} px keep nothing once the {overlap} px overlap is cropped from each side; "
+            f"use a tile size above {2 * overlap} px")
+    factor = settings.HEATMAP_DOWNSAMPLE / level_downsample
+    core = tile_size - 2 * overlap
+    if factor < 1 or factor != int(factor):
+        raise EnsembleError(
+            f"the heatmap pixel ({settings.HEATMAP_DOWNSAMPLE:g} level-0 px) must be a whole multiple of the "
+            f"level the members run at (downsample {level_downsample:g})")
+    if core % int(factor):
+        good = 2 * overlap + int(factor) * max(1, round(core / factor))
+        raise EnsembleError(
+            f"a {tile_size} px tile keeps a {core} px core, which does not cover whole heatmap pixels of "
+            f"{int(factor)} px at this level; use a tile size such as {good} px")
 
 
 # --- members -------------------------------------------------------------------------------
@@ -86,8 +114,11 @@ def import_members(
     """Check each uploaded member by a dry run on one tile, then store all or nothing."""
     from analysis.models import dry_run, load_member
 
+    import torch
+
     if not files:
         raise EnsembleError("upload at least one member file")
+    _check_tile_size(tile_size, level_downsample)
     if Ensemble.objects.filter(project=project, name=name).exists():
         raise EnsembleError(f"an ensemble called {name!r} already exists in this project")
     checked: list[tuple[Any, dict[str, Any], str]] = []
@@ -98,7 +129,9 @@ def import_members(
             dry_run(module, tile_size=tile_size)
         except Exception as exc:
             raise EnsembleError(f"{upload.name}: {exc}") from None
-        fmt = str(EnsembleMember.Format.STATE_DICT if config else EnsembleMember.Format.TORCHSCRIPT)
+        # The file type decides the label: TorchScript may carry its configuration too.
+        is_script = isinstance(module, torch.jit.ScriptModule)
+        fmt = str(EnsembleMember.Format.TORCHSCRIPT if is_script else EnsembleMember.Format.STATE_DICT)
         checked.append((upload, config.to_dict() if config is not None else {}, fmt))
     with transaction.atomic():
         ensemble = Ensemble.objects.create(
@@ -160,7 +193,7 @@ def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], valida
     return ensemble
 
 
-def train(ensemble_id: int, *, echo: Any = None) -> None:
+def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None) -> None:
     """Train every member; progress (epoch, loss, validation score) lands in member.history."""
     from analysis.training import TrainingConfig, train_ensemble
 
@@ -186,9 +219,11 @@ def train(ensemble_id: int, *, echo: Any = None) -> None:
             )
             rows[report.member].history.append(report.as_dict())
             if echo is not None:
-                echo(f"member {report.member}: " + ", ".join(f"{k} {v}" for k, v in report.as_dict().items()))
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in report.as_dict().items()}
+                echo(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()))
 
-        trained = train_ensemble(config, train_slides, val_slides, progress=progress)
+        trained = train_ensemble(config, train_slides, val_slides, progress=progress,
+                                 device=_torch_device(threads))
         import torch
 
         with transaction.atomic():
@@ -202,7 +237,10 @@ def train(ensemble_id: int, *, echo: Any = None) -> None:
                 member.status = Ensemble.Status.READY
                 member.save()
             ensemble.network_config = trained[0].network_config
-            ensemble.tile_size = config.patch_size
+            # Members train on small patches but segment whole slides in large tiles: a
+            # fully convolutional network takes any size that is a multiple of its strides.
+            multiple = trained[0].network.size_multiple
+            ensemble.tile_size = max(multiple, settings.INFERENCE_TILE // multiple * multiple)
             ensemble.level_downsample = config.level_downsample
             ensemble.status = Ensemble.Status.READY
             ensemble.save()
@@ -262,7 +300,7 @@ class _Progress:
                                                status=SlideHeatmap.Status.RUNNING).exists()
 
 
-def infer(heatmap_id: int, *, heatmap_downsample: float | None = None) -> str:
+def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: int | None = None) -> str:
     """Run one slide through its ensemble and store the four heatmaps.
 
     The claim is a conditional update: a queued row, or a running one whose worker died
@@ -281,10 +319,18 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None) -> str:
     progress = _Progress(heatmap_id, claim)
     downsample = heatmap_downsample or settings.HEATMAP_DOWNSAMPLE
     try:
-        device = _torch_device()
+        _check_tile_size(ensemble.tile_size, ensemble.level_downsample)
+        device = _torch_device(threads)
         members = load_members(ensemble, device=device)
+        slide_path = _local_slide_path(heatmap.slide)
+        # large-image reads the missing tiles of a truncated TIFF as black: check the file is
+        # still the one that was checked, or the slide would get a silently empty heatmap.
+        size = slide_path.stat().st_size
+        if heatmap.slide.size_bytes and size != heatmap.slide.size_bytes:
+            raise EnsembleError(f"the stored slide file is {size} bytes, not the {heatmap.slide.size_bytes} bytes "
+                                "that were uploaded and checked: it was damaged in storage")
         result = run_ensemble(
-            _local_slide_path(heatmap.slide), members,
+            slide_path, members,
             level_downsample=ensemble.level_downsample, heatmap_downsample=downsample,
             tile_size=ensemble.tile_size, overlap=settings.INFERENCE_OVERLAP, batch_size=settings.INFERENCE_BATCH,
             device=device, progress=progress, should_stop=progress.should_stop,
@@ -408,3 +454,65 @@ def calibrate_and_flag(
             regions.filter(score__gte=threshold).update(flagged=True)
     return threshold
 
+
+
+# --- the demo ------------------------------------------------------------------------------
+
+DEMO_ENSEMBLE = "Demo ensemble"
+
+
+def load_demo_ensemble(
+    project: Any,
+    cohorts: Sequence[Cohort],
+    *,
+    preset: str = "demo",
+    threads: int | None = None,
+    log_line: Any = log.info,
+) -> Ensemble:
+    """Train the demo ensemble, compute every validation and test heatmap, find and flag the NPRs.
+
+    Runs in the calling process (``manage.py load_demo``), each step idempotent: a
+    trained ensemble, a computed heatmap and calibrated flags are kept, so a second
+    run only repeats the cheap SUA step. ``preset`` names the training preset
+    (:data:`analysis.training.TRAINING_PRESETS`).
+    """
+    train_cohorts = [c for c in cohorts if c.split == Cohort.Split.TRAIN]
+    validation = [c for c in cohorts if c.split == Cohort.Split.VALIDATION]
+    evaluated = [c for c in cohorts if c.split != Cohort.Split.TRAIN]
+    ensemble = Ensemble.objects.filter(project=project, name=DEMO_ENSEMBLE).first()
+    if ensemble is not None and ensemble.status != Ensemble.Status.READY:
+        log_line(f"{DEMO_ENSEMBLE}: {ensemble.status} before, training it again")
+        ensemble.delete()
+        ensemble = None
+    if ensemble is None:
+        ensemble = create_training(project=project, name=DEMO_ENSEMBLE, cohorts=train_cohorts,
+                                   validation=validation, config={"preset": preset}, user=None)
+        started = time.monotonic()
+        log_line(f"Training the {DEMO_ENSEMBLE.lower()} ({preset!r} preset) on {len(train_cohorts)} cohort(s) ...")
+        train(ensemble.pk, echo=log_line, threads=threads)
+        ensemble.refresh_from_db()
+        log_line(f"{DEMO_ENSEMBLE}: {ensemble.members.count()} members trained in {time.monotonic() - started:.0f} s")
+    else:
+        log_line(f"{DEMO_ENSEMBLE}: trained already")
+
+    slides = Slide.objects.filter(cohort__in=evaluated, status=Slide.Status.READY).order_by("cohort", "name")
+    for slide in slides:
+        heatmap, _ = SlideHeatmap.objects.get_or_create(ensemble=ensemble, slide=slide)
+        if heatmap.status == SlideHeatmap.Status.DONE:
+            continue
+        SlideHeatmap.objects.filter(pk=heatmap.pk).update(status=SlideHeatmap.Status.QUEUED, failure_reason="")
+        started = time.monotonic()
+        outcome = infer(heatmap.pk, threads=threads)
+        heatmap.refresh_from_db()
+        log_line(f"heatmaps of {slide.name}: {outcome} in {time.monotonic() - started:.1f} s"
+                 + (f" ({heatmap.failure_reason})" if heatmap.failure_reason else ""))
+    done = SlideHeatmap.objects.filter(ensemble=ensemble, status=SlideHeatmap.Status.DONE).select_related("slide")
+    regions = sum(find_regions(heatmap) for heatmap in done)
+    log_line(f"{regions} negative prediction regions on {done.count()} slides")
+    for lower, upper in settings.SUA_RANGES:
+        threshold = calibrate_and_flag(ensemble, validation, lower=lower, upper=upper)
+        flagged = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble, lower=lower, upper=upper,
+                                                          flagged=True).count()
+        shown = "none (no false negatives in validation)" if threshold is None else f"{threshold:.4g}"
+        log_line(f"range ({lower:g}, {upper:g}): threshold {shown}, {flagged} regions flagged")
+    return ensemble

@@ -10,27 +10,6 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-#: openslide-python's test fixtures; CI has them beside the repository, at ../shared/testdata.
-TESTDATA = ROOT.parent / "shared" / "testdata" / "openslide-python"
-
-
-@pytest.fixture(scope="session")
-def testdata() -> Path:
-    if not TESTDATA.is_dir():
-        pytest.fail(f"test slides missing: {TESTDATA} (the shared testdata folder beside the repository)")
-    return TESTDATA
-
-
-@pytest.fixture(scope="session")
-def synthetic_cohort(tmp_path_factory: Any) -> Path:
-    """Eight small synthetic slides (train, validation, test in-domain, test shifted), made once per run."""
-    from analysis.synthetic import generate_cohort
-
-    root = tmp_path_factory.mktemp("synthetic")
-    generate_cohort(root, preset="test", seed=0, workers=1)
-    return root
-
 
 @dataclass
 class Storage:

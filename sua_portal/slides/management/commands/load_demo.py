@@ -1,7 +1,8 @@
-"""Load the demo: the synthetic cohort imported into the demo project (more steps are added by other apps)."""
+"""Load the demo: the synthetic cohort in the demo project, a trained ensemble, heatmaps and flagged regions."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ from sua_portal.slides import services
 
 
 class Command(BaseCommand):
-    help = "Generate the synthetic demo cohort (once) and import its train / validation / test cohorts."
+    help = ("Generate the synthetic demo cohort (once), import its train / validation / test cohorts, train the "
+            "demo ensemble on them, compute the heatmaps of the validation and test slides, find their negative "
+            "prediction regions and flag them with the threshold calibrated on validation. Each step is kept, so "
+            "running it again only redoes what is missing.")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--project", default=DEMO_PROJECT)
@@ -24,6 +28,10 @@ class Command(BaseCommand):
                             help="where the synthetic slides are written (default: next to MEDIA_ROOT)")
         parser.add_argument("--preset", choices=["demo", "test"], default="demo")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--cohorts-only", action="store_true",
+                            help="import the cohorts; no ensemble, heatmaps or regions")
+        parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                            help="CPU threads for training and inference (default: all cores)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -40,3 +48,13 @@ class Command(BaseCommand):
         )
         total = sum(c.slides.count() for c in cohorts)
         self.stdout.write(f"Demo cohorts in {project.name!r}: {', '.join(c.name for c in cohorts)} ({total} slides)")
+        if options["cohorts_only"]:
+            return
+        # The ensembles app builds on the slides app, never the reverse at import time.
+        from sua_portal.ensembles.services import EnsembleError, load_demo_ensemble
+
+        try:
+            load_demo_ensemble(project, cohorts, preset=options["preset"], threads=options["threads"],
+                               log_line=self.stdout.write)
+        except EnsembleError as exc:
+            raise CommandError(str(exc)) from None
