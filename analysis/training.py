@@ -99,6 +99,16 @@ class AugmentationConfig:
                 raise ValueError(f"augmentation {name} must be in [0, 1), got {value}")
 
 
+#: Scalar settings of :class:`TrainingConfig` and the type each must have (ints pass as floats).
+_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    **dict.fromkeys(("members", "seed", "lr_patience", "early_stopping_patience", "max_epochs", "patch_size",
+                     "tumor_patches", "val_tumor_patches", "patches_per_epoch", "batch_size"), int),
+    **dict.fromkeys(("learning_rate", "momentum", "weight_decay", "lr_decay", "min_improvement",
+                     "level_downsample", "healthy_per_tumor"), (int, float)),
+    "optimizer": str,
+}
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """Everything that determines a trained ensemble (with the data and the seeds).
@@ -168,6 +178,17 @@ class TrainingConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
 
     def __post_init__(self) -> None:
+        # Settings often arrive as JSON from the API: say which one has the wrong type,
+        # rather than fail later on a comparison between a string and a number.
+        for name, kind in _FIELD_TYPES.items():
+            value = getattr(self, name)
+            if value is None and name == "patches_per_epoch":
+                continue
+            if isinstance(value, bool) or not isinstance(value, kind):
+                wanted = "a whole number" if kind is int else "text" if kind is str else "a number"
+                raise ValueError(f"{name} must be {wanted}, got {value!r}")
+            if isinstance(kind, tuple):
+                object.__setattr__(self, name, float(value))  # type: ignore[arg-type]  # checked: int or float
         if isinstance(self.network, Mapping):
             object.__setattr__(self, "network", NetworkConfig.from_dict(self.network))
         if isinstance(self.augmentation, Mapping):

@@ -123,7 +123,7 @@ def celery_worker_process(django_db_setup: Any, django_db_blocker: Any, tmp_path
     env["DATABASE_URL"] = _database_url(connection.settings_dict)
     env["DJANGO_SETTINGS_MODULE"] = "sua_portal.settings_test"
     env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
-    env["CELERY_BROKER_URL"] = settings.CELERY_BROKER_URL
+    env["CELERY_BROKER_URL"] = str(settings.CELERY_BROKER_URL)
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "sua_portal", "worker", "-Q", "gpu,cpu", "-c", "1",

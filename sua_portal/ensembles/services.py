@@ -112,9 +112,9 @@ def import_members(
     user: Any,
 ) -> Ensemble:
     """Check each uploaded member by a dry run on one tile, then store all or nothing."""
-    from analysis.models import dry_run, load_member
-
     import torch
+
+    from analysis.models import dry_run, load_member
 
     if not files:
         raise EnsembleError("upload at least one member file")
@@ -138,9 +138,9 @@ def import_members(
             project=project, name=name, origin=Ensemble.Origin.IMPORTED, status=Ensemble.Status.READY,
             network_config=checked[0][1], tile_size=tile_size, level_downsample=level_downsample, created_by=user,
         )
-        for index, (upload, config, fmt) in enumerate(checked):
+        for index, (upload, member_config, fmt) in enumerate(checked):
             upload.seek(0)
-            member = EnsembleMember(ensemble=ensemble, index=index, format=fmt, config=config)
+            member = EnsembleMember(ensemble=ensemble, index=index, format=fmt, config=member_config)
             member.checkpoint.save(Path(upload.name).name, File(upload), save=False)
             member.save()
     return ensemble
@@ -466,6 +466,7 @@ def load_demo_ensemble(
     cohorts: Sequence[Cohort],
     *,
     preset: str = "demo",
+    overrides: dict[str, Any] | None = None,
     threads: int | None = None,
     log_line: Any = log.info,
 ) -> Ensemble:
@@ -474,7 +475,7 @@ def load_demo_ensemble(
     Runs in the calling process (``manage.py load_demo``), each step idempotent: a
     trained ensemble, a computed heatmap and calibrated flags are kept, so a second
     run only repeats the cheap SUA step. ``preset`` names the training preset
-    (:data:`analysis.training.TRAINING_PRESETS`).
+    (:data:`analysis.training.TRAINING_PRESETS`), ``overrides`` settings over it.
     """
     train_cohorts = [c for c in cohorts if c.split == Cohort.Split.TRAIN]
     validation = [c for c in cohorts if c.split == Cohort.Split.VALIDATION]
@@ -486,7 +487,8 @@ def load_demo_ensemble(
         ensemble = None
     if ensemble is None:
         ensemble = create_training(project=project, name=DEMO_ENSEMBLE, cohorts=train_cohorts,
-                                   validation=validation, config={"preset": preset}, user=None)
+                                   validation=validation, config={"preset": preset, **(overrides or {})},
+                                   user=None)
         started = time.monotonic()
         log_line(f"Training the {DEMO_ENSEMBLE.lower()} ({preset!r} preset) on {len(train_cohorts)} cohort(s) ...")
         train(ensemble.pk, echo=log_line, threads=threads)

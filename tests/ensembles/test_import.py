@@ -56,7 +56,7 @@ def test_an_admin_imports_state_dict_and_torchscript_members(
     ensemble = Ensemble.objects.get(pk=body["id"])
     for member in ensemble.members.all():
         with member.checkpoint.open("rb") as fh:
-            assert fh.read() == dict(files)[Path(member.checkpoint.name).name.split("-", 2)[2]]
+            assert fh.read() == dict(files)[Path(str(member.checkpoint.name)).name.split("-", 2)[2]]
     # Everyone in the project sees it; nobody outside does.
     assert api_for(people["pathologist"]).get(f"/api/ensembles/{ensemble.pk}/").status_code == 200
     assert api_for(people["outsider"]).get(f"/api/ensembles/{ensemble.pk}/").status_code == 404

@@ -60,8 +60,9 @@ def test_a_researcher_runs_an_ensemble_over_cohorts_and_gets_four_heatmaps_per_s
             arrays[kind], downsample = read_heatmap_tiff(getattr(row, kind).path)
             assert downsample == 16
             # One heatmap pixel per 16 x 16 level-0 pixels, covering the slide.
+            assert slide.height and slide.width
             assert arrays[kind].shape == (-(-slide.height // 16), -(-slide.width // 16))
-        assert 0 <= arrays["segmentation"].min() and arrays["segmentation"].max() <= 1
+        assert arrays["segmentation"].min() >= 0 and arrays["segmentation"].max() <= 1
         assert arrays["entropy"].max() <= np.log(2) + 1e-5
         assert (arrays["mutual_information"] <= arrays["entropy"] + 1e-5).all()
         # Two different members disagree somewhere on tissue.
@@ -129,7 +130,7 @@ def test_a_slide_that_opens_but_cannot_be_decoded_fails_with_the_decoder_s_reaso
     make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any], testdata: Any,
 ) -> None:
     ensemble = make_ensemble()
-    slide = Slide.objects.filter(cohort=demo_cohorts["test_shifted"]).order_by("name").first()
+    slide = Slide.objects.filter(cohort=demo_cohorts["test_shifted"]).order_by("name")[0]
     data = (testdata / "unreadable.svs").read_bytes()
     with open(slide.file.path, "wb") as fh:
         fh.write(data)
@@ -143,7 +144,7 @@ def test_cancel_stops_a_running_slide_and_stores_nothing(
     celery_worker_process: Any, people: dict[str, Any], api_for: Callable[[Any], Any],
     slow_ensemble: Any, demo_cohorts: dict[str, Any],
 ) -> None:
-    slide = Slide.objects.filter(cohort=demo_cohorts["validation"]).order_by("name").first()
+    slide = Slide.objects.filter(cohort=demo_cohorts["validation"]).order_by("name")[0]
     client = api_for(people["researcher"])
     (queued,) = run(client, slow_ensemble, slides=[slide.pk])
     wait_for(lambda: client.get(f"/api/heatmaps/{queued['id']}/").json()["progress"] > 0, what="progress")
@@ -165,7 +166,7 @@ def test_a_worker_process_killed_mid_slide_means_the_slide_is_redone_never_half_
     make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any],
 ) -> None:
     ensemble = make_ensemble()
-    slide = Slide.objects.filter(cohort=demo_cohorts["validation"]).order_by("name").first()
+    slide = Slide.objects.filter(cohort=demo_cohorts["validation"]).order_by("name")[0]
     client = api_for(people["researcher"])
     (queued,) = run(client, ensemble, slides=[slide.pk])
     # Progress in percent is visible while the slide runs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -30,10 +31,18 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--cohorts-only", action="store_true",
                             help="import the cohorts; no ensemble, heatmaps or regions")
+        parser.add_argument("--training", default="{}", metavar="JSON",
+                            help="training settings over the preset's, e.g. '{\"members\": 3, \"max_epochs\": 4}'")
         parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                             help="CPU threads for training and inference (default: all cores)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            overrides = json.loads(options["training"])
+            if not isinstance(overrides, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            raise CommandError(f"--training must be a JSON object of training settings: {exc}") from None
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
             raise CommandError(f"there is no project called {options['project']!r} (run create_demo_users first)")
@@ -54,7 +63,7 @@ class Command(BaseCommand):
         from sua_portal.ensembles.services import EnsembleError, load_demo_ensemble
 
         try:
-            load_demo_ensemble(project, cohorts, preset=options["preset"], threads=options["threads"],
-                               log_line=self.stdout.write)
+            load_demo_ensemble(project, cohorts, preset=options["preset"], overrides=overrides,
+                               threads=options["threads"], log_line=self.stdout.write)
         except EnsembleError as exc:
             raise CommandError(str(exc)) from None

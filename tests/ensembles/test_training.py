@@ -1,0 +1,126 @@
+"""Training a tiny ensemble end to end: through the API on a real worker, and the demo loader."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from sua_portal.ensembles.models import Ensemble, NegativePredictionRegion, SlideHeatmap
+from sua_portal.ensembles.services import DEMO_ENSEMBLE
+from tests.conftest import wait_for
+
+TRAIN_URL = "/api/ensembles/train/"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_researcher_trains_a_tiny_ensemble_on_a_worker_and_watches_its_progress(
+    celery_worker_process: Any, people: dict[str, Any], api_for: Callable[[Any], Any],
+    demo_cohorts: dict[str, Any], settings: Any,
+) -> None:
+    client = api_for(people["researcher"])
+    response = client.post(TRAIN_URL, {
+        "project": people["own"].pk, "name": "Tiny", "cohorts": [demo_cohorts["train"].pk],
+        "validation_cohorts": [demo_cohorts["validation"].pk],
+        "config": {"preset": "test", "members": 2, "max_epochs": 2},
+    }, format="json")
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "training"
+    url = f"/api/ensembles/{response.json()['id']}/"
+
+    body = wait_for(lambda: (b := client.get(url).json())["status"] != "training" and b, timeout=120,
+                    what="training")
+    assert body["status"] == "ready", body["failure_reason"]
+    assert [m["index"] for m in body["members"]] == [0, 1]
+    seeds = {m["seed"] for m in body["members"]}
+    assert len(seeds) == 2  # members differ in seed
+    for member in body["members"]:
+        assert member["status"] == "ready" and member["epochs"] == 2
+        assert [e["epoch"] for e in member["history"]] == [1, 2]
+        assert {"train_loss", "val_dice", "learning_rate"} <= set(member["latest"])
+        assert 0 <= member["latest"]["val_dice"] <= 1
+    # Trained on 32 px patches, it segments slides in large tiles.
+    assert body["tile_size"] == settings.INFERENCE_TILE and body["level_downsample"] == 2.0
+
+    # The trained ensemble runs over a slide on the same worker.
+    run = client.post(f"{url}run/", {"cohorts": [demo_cohorts["test_in_domain"].pk]}, format="json")
+    assert run.status_code == 202
+    ids = [h["id"] for h in run.json()]
+    wait_for(lambda: set(SlideHeatmap.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"done"},
+             timeout=120, what="inference with the trained ensemble")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("config", "message"), [
+    ({"max_epochs": 0}, "max_epochs"),
+    ({"optimizer": "adagrad"}, "adagrad"),
+    ({"preset": "huge"}, "unknown training preset 'huge'"),
+    ({"members": "five"}, "members"),
+])
+def test_bad_training_settings_are_refused_and_nothing_is_queued(
+    config: dict[str, Any], message: str, people: dict[str, Any], api_for: Callable[[Any], Any],
+) -> None:
+    from sua_portal.slides.models import Cohort
+
+    cohort = Cohort.objects.create(project=people["own"], name="T", split="train", domain="in-domain")
+    response = api_for(people["researcher"]).post(TRAIN_URL, {
+        "project": people["own"].pk, "name": "Bad", "cohorts": [cohort.pk], "config": config}, format="json")
+    assert response.status_code == 400, response.content
+    assert message in str(response.json())
+    assert not Ensemble.objects.exists()
+
+
+@pytest.mark.django_db
+def test_training_on_another_project_s_cohort_is_refused(
+    people: dict[str, Any], api_for: Callable[[Any], Any],
+) -> None:
+    from sua_portal.slides.models import Cohort
+
+    theirs = Cohort.objects.create(project=people["foreign"], name="T", split="train", domain="in-domain")
+    response = api_for(people["researcher"]).post(TRAIN_URL, {
+        "project": people["own"].pk, "name": "Sneaky", "cohorts": [theirs.pk]}, format="json")
+    assert response.status_code == 400 and "not in this project" in str(response.json())
+    assert api_for(people["pathologist"]).post(TRAIN_URL, {
+        "project": people["own"].pk, "name": "x", "cohorts": [theirs.pk]}, format="json").status_code == 403
+    assert not Ensemble.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_demo_loader_refuses_training_settings_that_are_not_json(people: dict[str, Any]) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--training must be a JSON object"):
+        call_command("load_demo", project="Own", preset="test", training="members=3")
+
+
+def test_the_demo_loader_trains_runs_and_flags_once(
+    people: dict[str, Any], synthetic_cohort: Path, settings: Any, tmp_path: Path,
+) -> None:
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    out = io.StringIO()
+    call_command("load_demo", project="Own", data_dir=synthetic_cohort, preset="test", threads=2,
+                 training='{"max_epochs": 2}', stdout=out)
+    ensemble = Ensemble.objects.get(project=people["own"], name=DEMO_ENSEMBLE)
+    assert ensemble.status == "ready" and ensemble.members.count() == 2
+    # Validation and both test cohorts: 6 slides, each with its heatmaps.
+    heatmaps = SlideHeatmap.objects.filter(ensemble=ensemble)
+    assert sorted(heatmaps.values_list("status", flat=True)) == ["done"] * 6
+    regions = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble)
+    assert regions.exists() and regions.filter(is_false_negative=True).exists()
+    assert regions.filter(flagged=True).exists(), out.getvalue()
+    flags = sorted(regions.values_list("pk", "flagged"))
+    files = sorted(heatmaps.values_list("segmentation", flat=True))
+
+    # Again: nothing retrained or recomputed, and the same regions flagged.
+    again = io.StringIO()
+    call_command("load_demo", project="Own", data_dir=synthetic_cohort, preset="test", stdout=again)
+    assert "trained already" in again.getvalue()
+    assert Ensemble.objects.get(pk=ensemble.pk).members.count() == 2
+    assert sorted(SlideHeatmap.objects.filter(ensemble=ensemble).values_list("segmentation", flat=True)) == files
+    assert [f for _, f in sorted(NegativePredictionRegion.objects.filter(
+        heatmap__ensemble=ensemble).values_list("pk", "flagged"))] == [f for _, f in flags]
