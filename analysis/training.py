@@ -121,6 +121,12 @@ class TrainingConfig:
         Member ``i`` uses ``seed + i`` unless ``member_seeds`` names them;
         ``seed`` also drives patch sampling.
     member_seeds : tuple of int or None
+    member_optimizers : tuple of str or None
+        One optimiser per member (the paper also tried ensembles whose members
+        differ in optimiser); None: every member uses ``optimizer``.
+    member_healthy_per_tumor : tuple of float or None
+        One healthy:tumor patch ratio per member (the paper's other variation);
+        members with the same ratio share one sampled patch pool.
     optimizer : {"adam", "rmsprop", "nadam", "sgd"}
     learning_rate : float
     betas : (float, float)
@@ -157,6 +163,8 @@ class TrainingConfig:
     members: int = defaults.ENSEMBLE_MEMBERS
     seed: int = defaults.SEED
     member_seeds: tuple[int, ...] | None = None
+    member_optimizers: tuple[str, ...] | None = None
+    member_healthy_per_tumor: tuple[float, ...] | None = None
     optimizer: str = "adam"
     learning_rate: float = defaults.LEARNING_RATE
     betas: tuple[float, float] = defaults.ADAM_BETAS
@@ -201,6 +209,23 @@ class TrainingConfig:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.member_seeds is not None and len(self.member_seeds) != self.members:
             raise ValueError(f"member_seeds must hold {self.members} seeds, got {len(self.member_seeds)}")
+        if self.member_optimizers is not None:
+            object.__setattr__(self, "member_optimizers", tuple(str(o) for o in self.member_optimizers))
+            if len(self.member_optimizers) != self.members:
+                raise ValueError(f"member_optimizers must name {self.members} optimizers, "
+                                 f"got {len(self.member_optimizers)}")
+            for name in self.member_optimizers:
+                if name not in OPTIMIZERS:
+                    raise ValueError(f"unknown optimizer {name!r} in member_optimizers; use {', '.join(OPTIMIZERS)}")
+        if self.member_healthy_per_tumor is not None:
+            ratios = self.member_healthy_per_tumor
+            if isinstance(ratios, (str, bytes)) or not all(
+                    isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios):
+                raise ValueError(f"member_healthy_per_tumor must be numbers >= 0, got {ratios!r}")
+            object.__setattr__(self, "member_healthy_per_tumor", tuple(float(r) for r in ratios))
+            if len(self.member_healthy_per_tumor) != self.members:
+                raise ValueError(f"member_healthy_per_tumor must hold {self.members} ratios, "
+                                 f"got {len(self.member_healthy_per_tumor)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
         if not self.learning_rate > 0:
@@ -226,6 +251,18 @@ class TrainingConfig:
         if not 0 <= member < self.members:
             raise ValueError(f"member index {member} out of range 0..{self.members - 1}")
         return self.member_seeds[member] if self.member_seeds is not None else self.seed + member
+
+    def optimizer_of(self, member: int) -> str:
+        """Optimiser of member ``member`` (0-based)."""
+        self.seed_of(member)  # range check
+        return self.member_optimizers[member] if self.member_optimizers is not None else self.optimizer
+
+    def healthy_per_tumor_of(self, member: int) -> float:
+        """Healthy patches per tumor patch in the pool member ``member`` trains on."""
+        self.seed_of(member)
+        if self.member_healthy_per_tumor is not None:
+            return self.member_healthy_per_tumor[member]
+        return self.healthy_per_tumor
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dictionary (nested network and augmentation)."""
@@ -671,13 +708,14 @@ class TrainedMember:
         return Path(path)
 
 
-def _optimizer(config: TrainingConfig, params: Any) -> torch.optim.Optimizer:
+def _optimizer(config: TrainingConfig, params: Any, member: int) -> torch.optim.Optimizer:
     lr, wd = config.learning_rate, config.weight_decay
-    if config.optimizer == "adam":
+    name = config.optimizer_of(member)
+    if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=config.betas, weight_decay=wd)
-    if config.optimizer == "nadam":
+    if name == "nadam":
         return torch.optim.NAdam(params, lr=lr, betas=config.betas, weight_decay=wd)
-    if config.optimizer == "rmsprop":
+    if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=wd)
     return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
 
@@ -757,7 +795,7 @@ def train_member(
         torch.manual_seed(seed)
         model = build_network(config.network, seed=seed).to(dev)
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        optimizer = _optimizer(config, model.parameters())
+        optimizer = _optimizer(config, model.parameters(), member_index)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer,
             mode="max",
@@ -853,7 +891,8 @@ def train_ensemble(
     device: str | torch.device = "cpu",
     should_stop: Callable[[], bool] | None = None,
 ) -> list[TrainedMember]:
-    """Train all ``config.members`` members, one after the other, on the same patches.
+    """Train all ``config.members`` members, one after the other, on the same patches
+    (one pool per healthy:tumor ratio when ``member_healthy_per_tumor`` varies it).
 
     Parameters
     ----------
@@ -874,17 +913,24 @@ def train_ensemble(
         In member order.
     """
     size, level = config.patch_size, config.level_downsample
-    if isinstance(train, PatchSet):
-        train_patches = train
-    else:
-        train_patches = sample_patches(
-            train,
-            tumor_patches=config.tumor_patches,
-            healthy_per_tumor=config.healthy_per_tumor,
-            patch_size=size,
-            level_downsample=level,
-            seed=config.seed,
-        )
+    pools: dict[float, PatchSet] = {}
+
+    def train_pool(member: int) -> PatchSet:
+        """The member's training patches: one pool per healthy:tumor ratio, sampled once."""
+        if isinstance(train, PatchSet):
+            return train
+        ratio = config.healthy_per_tumor_of(member)
+        if ratio not in pools:
+            pools[ratio] = sample_patches(
+                train,
+                tumor_patches=config.tumor_patches,
+                healthy_per_tumor=ratio,
+                patch_size=size,
+                level_downsample=level,
+                seed=config.seed,
+            )
+        return pools[ratio]
+
     if isinstance(validation, PatchSet):
         val_patches = validation
     else:
@@ -902,6 +948,6 @@ def train_ensemble(
             seed=config.seed + 7919,
         )
     return [
-        train_member(config, i, train_patches, val_patches, progress=progress, device=device, should_stop=should_stop)
+        train_member(config, i, train_pool(i), val_patches, progress=progress, device=device, should_stop=should_stop)
         for i in range(config.members)
     ]

@@ -233,7 +233,9 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None) -> 
                     torch.save({"config": result.network_config, "state_dict": result.state_dict}, tmp.name)
                     with open(tmp.name, "rb") as fh:
                         member.checkpoint.save(f"member-{i}.pt", File(fh), save=False)
-                member.config = {"network": result.network_config, "seed": config.seed_of(i)}
+                member.config = {"network": result.network_config, "seed": config.seed_of(i),
+                                 "optimizer": config.optimizer_of(i),
+                                 "healthy_per_tumor": config.healthy_per_tumor_of(i)}
                 member.status = Ensemble.Status.READY
                 member.save()
             ensemble.network_config = trained[0].network_config

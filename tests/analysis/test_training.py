@@ -279,3 +279,39 @@ def test_a_tiny_ensemble_trains_end_to_end_in_under_a_minute(cohort: dict[str, T
     assert truth.any()
     assert result.mean[truth].mean() > 0.5 > result.mean[result.tissue & ~truth].mean()
     assert result.variance.max() > 0  # the two members disagree somewhere
+
+
+def test_members_may_differ_in_optimizer_and_patch_ratio_as_the_paper_tried() -> None:
+    import torch
+
+    from analysis.training import _optimizer
+
+    config = TrainingConfig.from_dict({"members": 3, "member_optimizers": ["adam", "sgd", "rmsprop"],
+                                       "member_healthy_per_tumor": [4, 1, 0]})
+    assert [config.optimizer_of(i) for i in range(3)] == ["adam", "sgd", "rmsprop"]
+    assert [config.healthy_per_tumor_of(i) for i in range(3)] == [4.0, 1.0, 0.0]
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    assert [type(_optimizer(config, params, i)) for i in range(3)] == [
+        torch.optim.Adam, torch.optim.SGD, torch.optim.RMSprop]
+    # By default the members differ only in seed.
+    plain = TrainingConfig(members=2)
+    assert {plain.optimizer_of(i) for i in range(2)} == {"adam"}
+    assert {plain.healthy_per_tumor_of(i) for i in range(2)} == {4.0}
+    with pytest.raises(ValueError, match="unknown optimizer 'adagrad' in member_optimizers"):
+        TrainingConfig(members=2, member_optimizers=("adam", "adagrad"))
+    with pytest.raises(ValueError, match="member_optimizers must name 2 optimizers, got 1"):
+        TrainingConfig(members=2, member_optimizers=("adam",))
+    with pytest.raises(ValueError, match="member_healthy_per_tumor must be numbers >= 0"):
+        TrainingConfig(members=2, member_healthy_per_tumor=(4, -1))
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"members": "five"}, "members must be a whole number, got 'five'"),
+    ({"learning_rate": "fast"}, "learning_rate must be a number"),
+    ({"max_epochs": 2.5}, "max_epochs must be a whole number"),
+    ({"optimizer": 3}, "optimizer must be text"),
+    ({"members": True}, "members must be a whole number"),
+])
+def test_a_setting_of_the_wrong_type_is_named(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig.from_dict(settings)
