@@ -136,8 +136,9 @@ def report_tables(report: dict[str, Any], slide_counts: dict[str, dict[str, int]
         tables["thresholds"].append(
             [
                 label,
-                "none" if entry["sua_threshold"] is None else repr(entry["sua_threshold"]),
-                "none" if entry["baseline_threshold"] is None else repr(entry["baseline_threshold"]),
+                # Scores are float32: 6 significant digits, not 0.550000011920929.
+                "none" if entry["sua_threshold"] is None else f"{entry['sua_threshold']:.6g}",
+                "none" if entry["baseline_threshold"] is None else f"{entry['baseline_threshold']:.6g}",
             ]
         )
     return tables

@@ -142,6 +142,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models have a "status"; name each choice set after its model in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "SlideStatusEnum": "sua_portal.slides.models.Slide.Status",
+        "EnsembleStatusEnum": "sua_portal.ensembles.models.Ensemble.Status",
+        "HeatmapStatusEnum": "sua_portal.ensembles.models.SlideHeatmap.Status",
+    },
 }
 
 # Celery: JSON only, a task is acknowledged after it ran so a killed worker's

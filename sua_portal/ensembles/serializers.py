@@ -7,7 +7,7 @@ from rest_framework import serializers
 from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
 
 
-class MemberSerializer(serializers.ModelSerializer):
+class EnsembleMemberSerializer(serializers.ModelSerializer):
     epochs = serializers.SerializerMethodField()
     latest = serializers.SerializerMethodField()
 
@@ -23,7 +23,7 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class EnsembleSerializer(serializers.ModelSerializer):
-    members = MemberSerializer(many=True, read_only=True)
+    members = EnsembleMemberSerializer(many=True, read_only=True)
 
     class Meta:
         model = Ensemble
