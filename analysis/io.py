@@ -31,8 +31,10 @@ from PIL import Image
 
 __all__ = [
     "ANNOTATION_SUFFIXES",
+    "HEATMAP_RANGES",
     "InputError",
     "check_unit_interval",
+    "heatmap_rgba",
     "read_heatmap",
     "read_members",
     "read_truth_mask",
@@ -435,3 +437,52 @@ def _sample_tiff_page(page: Any, shape: tuple[int, int], downsample: float) -> n
         hit = (block[..., : max(1, colour_samples - plane)] != 0).any(axis=-1)
         out[np.ix_(keep_r[r_sel], keep_c[c_sel])] |= hit
     return out
+
+
+#: Largest value of each heatmap for a K-member binary ensemble: mean probability 1,
+#: entropy and mutual information ln 2 (nats), variance 1/4.  Colours use these fixed
+#: ranges so that the same colour means the same value on every slide.
+HEATMAP_RANGES: dict[str, float] = {
+    "segmentation": 1.0,
+    "entropy": float(np.log(2.0)),
+    "mutual_information": float(np.log(2.0)),
+    "variance": 0.25,
+}
+
+
+def heatmap_rgba(values: npt.ArrayLike, kind: str) -> np.ndarray:
+    """Colour a heatmap for display over the slide.
+
+    Parameters
+    ----------
+    values : (H, W) float array
+        One of the stored heatmaps (mean tumor probability, entropy, mutual
+        information or variance).  Zero outside tissue.
+    kind : {"segmentation", "entropy", "mutual_information", "variance"}
+
+    Returns
+    -------
+    (H, W, 4) uint8 RGBA
+        Segmentation: red whose opacity is the probability (certain background
+        stays clear).  Uncertainty: the perceptually uniform "magma" colour map
+        over ``[0, HEATMAP_RANGES[kind]]``, transparent where it is 0.
+    """
+    from matplotlib import colormaps
+
+    if kind not in HEATMAP_RANGES:
+        raise ValueError(f"unknown heatmap {kind!r}; use one of {', '.join(HEATMAP_RANGES)}")
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"a heatmap is 2-D, got shape {array.shape}")
+    scaled = np.clip(np.nan_to_num(array) / HEATMAP_RANGES[kind], 0.0, 1.0)
+    if kind == "segmentation":
+        rgba = np.zeros((*array.shape, 4), dtype=np.uint8)
+        rgba[..., 0] = 230
+        rgba[..., 1] = 25
+        rgba[..., 2] = 40
+        rgba[..., 3] = np.round(scaled * 255).astype(np.uint8)
+        return rgba
+    rgba = colormaps["magma"](scaled, bytes=True)
+    # Low uncertainty fades out so the tissue stays readable under it.
+    rgba[..., 3] = np.round(np.sqrt(scaled) * 255).astype(np.uint8)
+    return np.asarray(rgba, dtype=np.uint8)

@@ -87,9 +87,11 @@
 
     function screenScale() {
       // Screen pixels per level-0 pixel, and the screen position of the image origin.
-      const origin = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(0, 0));
+      // Through the slide's own TiledImage: heatmaps laid over it make the world multi-image.
+      const slide = viewer.world.getItemAt(0);
+      const origin = slide.imageToViewerElementCoordinates(new OpenSeadragon.Point(0, 0));
       const width = imageWidth();
-      const corner = viewer.viewport.imageToViewerElementCoordinates(new OpenSeadragon.Point(width, 0));
+      const corner = slide.imageToViewerElementCoordinates(new OpenSeadragon.Point(width, 0));
       return { origin: origin, scale: (corner.x - origin.x) / width };
     }
 
@@ -124,7 +126,7 @@
       element: viewer.container,
       moveHandler: (event) => {
         if (!viewer.world.getItemAt(0) || !coords) return;
-        const point = viewer.viewport.viewerElementToImageCoordinates(event.position);
+        const point = viewer.world.getItemAt(0).viewerElementToImageCoordinates(event.position);
         const x = Math.round(point.x), y = Math.round(point.y);
         const inside = x >= 0 && y >= 0 && x < imageWidth();
         coords.textContent = inside ? (x + ", " + y + " px" + (mpp ? "  ·  " +
@@ -152,6 +154,144 @@
         }
         update();
       });
+
+    initHeatmaps(viewer, page, layer, state, imageWidth);
+  }
+
+  // ------------------------------------------------------------------ heatmaps and flagged regions
+
+  function getJSON(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(response.statusText))));
+  }
+
+  function initHeatmaps(viewer, page, layer, state, imageWidth) {
+    const panel = document.getElementById("heatmap-panel");
+    if (!panel || !page.dataset.heatmaps) return;
+    const ensembleSelect = document.getElementById("heatmap-ensemble");
+    const kindSelect = document.getElementById("heatmap-kind");
+    const opacity = document.getElementById("heatmap-opacity");
+    const legend = document.getElementById("heatmap-legend");
+    const rangeSelect = document.getElementById("npr-range");
+    const list = document.getElementById("npr-list");
+    const regionLayer = document.createElementNS(SVG_NS, "g");
+    layer.appendChild(regionLayer);
+    let heatmaps = [];
+    let overlay = null;
+    let regions = [];
+    state.overlay = "";
+    state.flaggedShown = 0;
+
+    function current() {
+      return heatmaps.find((h) => String(h.id) === ensembleSelect.value);
+    }
+
+    function showOverlay() {
+      if (overlay) { viewer.world.removeItem(overlay); overlay = null; }
+      state.overlay = "";
+      const heatmap = current();
+      const kind = kindSelect.value;
+      legend.hidden = !kind;
+      legend.className = "legend " + kind;
+      if (!heatmap || !kind) return;
+      const url = "/api/heatmaps/" + heatmap.id + "/image/?kind=" + kind;
+      const probe = new Image();
+      probe.onload = () => {
+        if (current() !== heatmap || kindSelect.value !== kind) return;  // changed meanwhile
+        // One heatmap pixel covers `downsample` level-0 pixels; the slide is 1 viewport unit wide.
+        viewer.addTiledImage({
+          tileSource: { type: "image", url: url, buildPyramid: false },
+          x: 0, y: 0, width: probe.naturalWidth * heatmap.downsample / imageWidth(),
+          opacity: parseFloat(opacity.value), index: 1,
+          success: (event) => { overlay = event.item; state.overlay = kind; },
+        });
+      };
+      probe.src = url;
+    }
+
+    function focusRegion(region, item, rect) {
+      for (const el of list.querySelectorAll("li.active")) el.classList.remove("active");
+      for (const el of regionLayer.querySelectorAll("rect.active")) el.classList.remove("active");
+      item.classList.add("active");
+      rect.classList.add("active");
+      // Some context around the region: at least 3 times its size.
+      const pad = Math.max(region.width, region.height);
+      const bounds = viewer.world.getItemAt(0).imageToViewportRectangle(
+        region.x - pad, region.y - pad, region.width + 2 * pad, region.height + 2 * pad);
+      viewer.viewport.fitBoundsWithConstraints(bounds);
+    }
+
+    function showRegions() {
+      regionLayer.replaceChildren();
+      list.replaceChildren();
+      const lower = parseFloat(rangeSelect.value);
+      const shown = regions.filter((r) => r.lower === lower).sort((a, b) => b.score - a.score);
+      document.getElementById("npr-none").hidden = shown.length > 0;
+      const mpp = parseFloat(page.dataset.mpp) || null;
+      shown.forEach((region) => {
+        const rect = document.createElementNS(SVG_NS, "rect");
+        rect.setAttribute("x", region.x);
+        rect.setAttribute("y", region.y);
+        rect.setAttribute("width", region.width);
+        rect.setAttribute("height", region.height);
+        rect.setAttribute("class", "npr");
+        rect.setAttribute("vector-effect", "non-scaling-stroke");
+        regionLayer.appendChild(rect);
+        const item = document.createElement("li");
+        const size = mpp ? (region.width * mpp).toFixed(0) + " × " + (region.height * mpp).toFixed(0) + " µm"
+          : Math.round(region.width) + " × " + Math.round(region.height) + " px";
+        item.innerHTML = '<span class="score"></span> <span class="muted small"></span>';
+        item.querySelector(".score").textContent = "score " + region.score.toFixed(3);
+        item.querySelector(".muted").textContent = size;
+        item.title = "Negative prediction region " + region.label + ": click to go there";
+        item.addEventListener("click", () => focusRegion(region, item, rect));
+        list.appendChild(item);
+      });
+      state.flaggedShown = shown.length;
+    }
+
+    function loadRegions() {
+      const heatmap = current();
+      regions = [];
+      rangeSelect.replaceChildren();
+      if (!heatmap) { showRegions(); return; }
+      getJSON("/api/heatmaps/" + heatmap.id + "/regions/?flagged=1").then((found) => {
+        regions = found;
+        const ranges = new Map();  // lower bound -> {upper, count}: one entry per SUA range
+        for (const r of found) {
+          if (!ranges.has(r.lower)) ranges.set(r.lower, { upper: r.upper, count: 0 });
+          ranges.get(r.lower).count += 1;
+        }
+        for (const [lower, info] of [...ranges.entries()].sort((a, b) => a[0] - b[0])) {
+          const option = document.createElement("option");
+          option.value = lower;
+          option.textContent = lower + " < s < " + info.upper + " (" + info.count + " flagged)";
+          rangeSelect.appendChild(option);
+        }
+        showRegions();
+      });
+    }
+
+    getJSON(page.dataset.heatmaps).then((found) => {
+      heatmaps = (found.results || found).filter((h) => h.status === "done");  // a paginated list
+      panel.hidden = false;
+      document.getElementById("heatmap-none").hidden = heatmaps.length > 0;
+      document.getElementById("heatmap-controls").hidden = heatmaps.length === 0;
+      for (const heatmap of heatmaps) {
+        const option = document.createElement("option");
+        option.value = heatmap.id;
+        option.textContent = heatmap.ensemble_name;
+        ensembleSelect.appendChild(option);
+      }
+      if (!heatmaps.length) return;
+      showOverlay();
+      loadRegions();
+    }).catch(() => { /* not allowed or offline: the slide alone still works */ });
+
+    ensembleSelect.addEventListener("change", () => { showOverlay(); loadRegions(); });
+    kindSelect.addEventListener("change", showOverlay);
+    rangeSelect.addEventListener("change", showRegions);
+    opacity.addEventListener("input", () => { if (overlay) overlay.setOpacity(parseFloat(opacity.value)); });
   }
 
   // ------------------------------------------------------------------ the uploader

@@ -55,10 +55,11 @@ class RunSerializer(serializers.Serializer):
 
 class HeatmapSerializer(serializers.ModelSerializer):
     slide_name = serializers.CharField(source="slide.name", read_only=True)
+    ensemble_name = serializers.CharField(source="ensemble.name", read_only=True)
 
     class Meta:
         model = SlideHeatmap
-        fields = ["id", "ensemble", "slide", "slide_name", "status", "progress", "failure_reason", "downsample",
+        fields = ["id", "ensemble", "ensemble_name", "slide", "slide_name", "status", "progress", "failure_reason", "downsample",
                   "worker", "started", "finished"]
         read_only_fields = fields
 

@@ -380,6 +380,19 @@ def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:
     return array
 
 
+def heatmap_png(heatmap: SlideHeatmap, kind: str) -> bytes:
+    """The heatmap coloured for the viewer (:func:`analysis.io.heatmap_rgba`), PNG-encoded."""
+    import io
+
+    from PIL import Image
+
+    from analysis.io import heatmap_rgba
+
+    out = io.BytesIO()
+    Image.fromarray(heatmap_rgba(read_heatmap(heatmap, kind), kind), mode="RGBA").save(out, format="PNG")
+    return out.getvalue()
+
+
 # --- the SUA step --------------------------------------------------------------------------
 
 

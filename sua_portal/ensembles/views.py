@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from django.http import Http404, HttpResponse, HttpResponseNotModified
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -111,7 +112,7 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet[SlideHeatmap]:
         qs = SlideHeatmap.objects.filter(
-            ensemble__project__in=Project.objects.visible_to(self.request.user)).select_related("slide")
+            ensemble__project__in=Project.objects.visible_to(self.request.user)).select_related("slide", "ensemble")
         for key in ("ensemble", "slide"):
             value = self.request.query_params.get(key)
             if value and value.isdigit():
@@ -127,11 +128,43 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
         heatmap.refresh_from_db()
         return Response(HeatmapSerializer(heatmap).data)
 
-    @extend_schema(responses=RegionSerializer(many=True))
+    @extend_schema(
+        parameters=[OpenApiParameter("flagged", bool, description="only regions at or above the threshold"),
+                    OpenApiParameter("lower", float, description="only the NPRs of the range starting here")],
+        responses=RegionSerializer(many=True),
+    )
     @action(detail=True, methods=["get"])
     def regions(self, request: Request, pk: str | None = None) -> Response:
         heatmap = self.get_object()
         regions = heatmap.regions.all()
         if request.query_params.get("flagged") in ("1", "true"):
             regions = regions.filter(flagged=True)
+        lower = request.query_params.get("lower")
+        if lower:
+            try:
+                regions = regions.filter(lower=float(lower))
+            except ValueError:
+                raise ValidationError({"lower": [f"{lower!r} is not a number."]}) from None
         return Response(RegionSerializer(regions, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("kind", str, enum=list(services.HEATMAP_KINDS), default="segmentation")],
+        responses={(200, "image/png"): OpenApiTypes.BINARY},
+    )
+    @action(detail=True, methods=["get"])
+    def image(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """The heatmap as a coloured, transparent PNG (one pixel per heatmap cell) to lay over the slide."""
+        heatmap = self.get_object()
+        kind = request.query_params.get("kind", "segmentation")
+        if kind not in services.HEATMAP_KINDS:
+            raise ValidationError({"kind": [f"Choose one of {', '.join(services.HEATMAP_KINDS)}."]})
+        if heatmap.status != SlideHeatmap.Status.DONE:
+            raise Http404(f"The heatmaps of this slide are {heatmap.status}, not computed yet.")
+        etag = f'"{heatmap.pk}-{kind}-{heatmap.finished.timestamp() if heatmap.finished else 0:.0f}"'
+        if request.headers.get("If-None-Match") == etag:
+            return HttpResponseNotModified(headers={"ETag": etag})
+        response = HttpResponse(services.heatmap_png(heatmap, kind), content_type="image/png")
+        response["ETag"] = etag
+        # Private: access is per project. A recomputed heatmap gets a new ETag.
+        response["Cache-Control"] = "private, max-age=3600"
+        return response

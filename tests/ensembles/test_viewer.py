@@ -1,0 +1,91 @@
+"""Heatmaps and flagged regions over the slide: the image endpoint, and the viewer in a real browser."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from django.db.models import Count
+from PIL import Image
+
+from analysis.io import HEATMAP_RANGES
+from sua_portal.ensembles import services
+from sua_portal.ensembles.models import NegativePredictionRegion, SlideHeatmap
+from sua_portal.slides.models import Slide
+
+
+@pytest.fixture
+def computed(make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]) -> SlideHeatmap:
+    """One tumor slide's heatmaps, computed here, with its three highest-scoring NPRs flagged."""
+    ensemble = make_ensemble()
+    slide = Slide.objects.filter(cohort=demo_cohorts["validation"], has_tumor=True).order_by("name")[0]
+    heatmap = SlideHeatmap.objects.create(ensemble=ensemble, slide=slide)
+    assert services.infer(heatmap.pk) == "done"
+    heatmap.refresh_from_db()
+    assert services.find_regions(heatmap) >= 3
+    # The range with the most NPRs; flag its three highest scores (as a calibrated threshold would).
+    lower = (NegativePredictionRegion.objects.filter(heatmap=heatmap).values("lower")
+             .annotate(n=Count("id")).order_by("-n")[0]["lower"])
+    top = NegativePredictionRegion.objects.filter(heatmap=heatmap, lower=lower).order_by("-score")[:3]
+    NegativePredictionRegion.objects.filter(pk__in=[r.pk for r in top]).update(flagged=True)
+    return heatmap
+
+
+@pytest.mark.django_db
+def test_the_heatmap_image_is_a_transparent_png_of_the_heatmap_grid(
+    computed: SlideHeatmap, people: dict[str, Any], api_for: Callable[[Any], Any],
+) -> None:
+    client = api_for(people["pathologist"])
+    url = f"/api/heatmaps/{computed.pk}/image/"
+    for kind in services.HEATMAP_KINDS:
+        response = client.get(url, {"kind": kind})
+        assert response.status_code == 200 and response["Content-Type"] == "image/png"
+        assert "private" in response["Cache-Control"]
+        image = np.asarray(Image.open(io.BytesIO(response.content)))
+        values = services.read_heatmap(computed, kind)
+        assert image.shape == (*values.shape, 4)
+        # Clear where the heatmap is 0 (glass, certain healthy tissue), coloured where it is not.
+        alpha, top = image[..., 3], HEATMAP_RANGES[kind]
+        assert (values > 0.01 * top).any() and (values == 0).any()
+        assert (alpha[values == 0] == 0).all() and (alpha[values > 0.01 * top] > 0).all()
+    etag = client.get(url, {"kind": "entropy"})["ETag"]
+    assert client.get(url, {"kind": "entropy"}, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    assert client.get(url, {"kind": "ink"}).status_code == 400
+    assert api_for(people["outsider"]).get(url).status_code == 404
+    SlideHeatmap.objects.filter(pk=computed.pk).update(status="running")
+    missing = client.get(url)
+    assert missing.status_code == 404 and "not computed yet" in missing.json()["detail"]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_pathologist_sees_the_uncertainty_and_goes_to_each_flagged_region(
+    computed: SlideHeatmap, signed_in_page: Any, live_server: Any,
+) -> None:
+    page = signed_in_page("pathologist")
+    page.goto(f"{live_server.url}/slides/{computed.slide_id}/")
+    page.wait_for_function("window.suaViewerState && window.suaViewerState.overlay === 'entropy'", timeout=30_000)
+    page.wait_for_function("window.suaViewerState.flaggedShown === 3", timeout=10_000)
+    assert page.locator("#heatmap-ensemble option").all_inner_texts() == [computed.ensemble.name]
+    assert page.locator("svg.annotation-layer rect.npr").count() == 3
+    # Highest score first, as the reviewer works through them.
+    scores = [float(t.split()[1]) for t in page.locator("#npr-list li .score").all_inner_texts()]
+    flagged = sorted(NegativePredictionRegion.objects.filter(heatmap=computed, flagged=True)
+                     .values_list("score", flat=True), reverse=True)
+    assert scores == pytest.approx(flagged, abs=1e-3)
+
+    before = page.evaluate("window.suaViewer.viewport.getZoom()")
+    page.locator("#npr-list li").first.click()
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.suaViewer.viewport.getZoom()") > before * 1.5
+    assert page.locator("svg.annotation-layer rect.npr.active").count() == 1
+
+    # Another overlay, then none.
+    page.select_option("#heatmap-kind", "segmentation")
+    page.wait_for_function("window.suaViewerState.overlay === 'segmentation'", timeout=10_000)
+    assert page.evaluate("window.suaViewer.world.getItemCount()") == 2
+    page.select_option("#heatmap-kind", "")
+    page.wait_for_function("window.suaViewer.world.getItemCount() === 1", timeout=10_000)
