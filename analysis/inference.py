@@ -42,6 +42,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -53,7 +54,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from analysis.models import tumor_probability
+from analysis.models import FCDenseNet, fcdensenet_probability, tumor_probability
 from analysis.slide_io import Slide, level_shape, open_slide, read_region, tissue_mask
 from analysis.uncertainty import ensemble_heatmaps
 
@@ -144,11 +145,57 @@ def _micro_batch(device: torch.device, micro_batch: int | None) -> int | None:
     return None if device.type == "cuda" else 1
 
 
-def _probability(model: nn.Module, batch: torch.Tensor, micro_batch: int | None) -> torch.Tensor:
-    """:func:`tumor_probability` in chunks of ``micro_batch`` tiles, float32 ``(N, h, w)``."""
+def _cpu_workers(device: torch.device, workers: int | None) -> int:
+    """Forward passes to run side by side: the caller's torch thread budget on the CPU, 1 on a GPU.
+
+    On a small CPU, one tile through one small member is too little work to
+    split across cores (intra-op threads): each convolution of a dense layer
+    lasts a few milliseconds and OpenMP's barriers cost more than they give,
+    badly so when other processes share the cores.  Independent (member, tile)
+    passes, one thread each, scale instead; ``torch.get_num_threads()`` is the
+    budget, so a caller who allows one thread gets exactly one.
+    """
+    if workers is not None:
+        if workers < 1:
+            raise ValueError(f"workers must be positive, got {workers}")
+        return workers if device.type == "cpu" else 1
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` for a while (a process-wide setting: restored on exit)."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _probability(model: nn.Module, batch: torch.Tensor, micro_batch: int | None, lean: bool = False) -> torch.Tensor:
+    """:func:`tumor_probability` in chunks of ``micro_batch`` tiles, float32 ``(N, h, w)``.
+
+    ``lean``: through :func:`analysis.models.fcdensenet_probability` (eval-mode
+    FC-DenseNets only: see :func:`_lean`).
+    """
+    prob: Callable[[nn.Module, torch.Tensor], torch.Tensor] = fcdensenet_probability if lean else tumor_probability  # type: ignore[assignment]
     if micro_batch is None or micro_batch >= batch.shape[0]:
-        return tumor_probability(model, batch).float()
-    return torch.cat([tumor_probability(model, part).float() for part in torch.split(batch, micro_batch)])
+        return prob(model, batch).float()
+    return torch.cat([prob(model, part).float() for part in torch.split(batch, micro_batch)])
+
+
+def _lean(model: nn.Module) -> bool:
+    """Whether ``model`` may take the lean path: an eager FC-DenseNet in eval mode.
+
+    TorchScript modules and any other architecture keep the module's own
+    forward; so does a model in training mode (MC dropout's), since the lean
+    path always uses BatchNorm's running statistics and no dropout.
+    """
+    return isinstance(model, FCDenseNet) and not any(m.training for m in model.modules())
 
 
 class EnsemblePredictor:
@@ -167,6 +214,19 @@ class EnsemblePredictor:
         NHWC memory format for the models.
     micro_batch
         Tiles per forward pass (``None``: 1 on the CPU, the whole batch on a GPU).
+    workers
+        CPU threads that run (member, micro-batch) forward passes side by
+        side, each with one intra-op thread (``None``: ``torch.get_num_threads()``
+        at construction, the caller's thread budget; 1: one pass after the
+        other with torch's own threading).  Ignored on a GPU.  While
+        :meth:`predict` runs with more than one worker, torch's process-wide
+        thread count is 1 (restored afterwards).
+    lean
+        Run eager FC-DenseNet members through
+        :func:`analysis.models.fcdensenet_probability` (the same function with
+        fewer memory passes, ~20 % faster on a CPU) when they run in float32;
+        other members (TorchScript, other architectures) and mixed precision
+        always run the module's own forward.
     """
 
     def __init__(
@@ -177,6 +237,8 @@ class EnsemblePredictor:
         autocast: bool | None = None,
         channels_last: bool = True,
         micro_batch: int | None = None,
+        workers: int | None = None,
+        lean: bool = True,
     ) -> None:
         if len(members) == 0:
             raise ValueError("the ensemble has no members")
@@ -184,6 +246,11 @@ class EnsemblePredictor:
         self.members = [_prepare(m, self._device, channels_last) for m in members]
         self.autocast = autocast
         self.micro_batch = _micro_batch(self._device, micro_batch)
+        self.workers = _cpu_workers(self._device, workers)
+        # Decided once: members are in eval mode now and nothing here trains them.  Float32
+        # only: under bf16 autocast the pieces' dtypes mix and the casts cost more than it saves.
+        float32 = autocast is False or (autocast is None and self._device.type != "cuda")
+        self.lean = [lean and float32 and _lean(m) for m in self.members]
 
     @property
     def n_samples(self) -> int:
@@ -194,8 +261,42 @@ class EnsemblePredictor:
         return self._device
 
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, h, w)`` in [0, 1] -> ``(K, N, h, w)`` float32 tumor probabilities."""
+        micro = self.micro_batch if self.micro_batch is not None else batch.shape[0]
+        n_tasks = len(self.members) * math.ceil(batch.shape[0] / max(1, micro))
+        if self.workers > 1 and n_tasks > 1:
+            return self._predict_side_by_side(batch, micro, min(self.workers, n_tasks))
         with _no_grad_autocast(self._device, self.autocast):
-            return torch.stack([_probability(m, batch, self.micro_batch) for m in self.members])
+            return torch.stack(
+                [
+                    _probability(m, batch, self.micro_batch, lean)
+                    for m, lean in zip(self.members, self.lean, strict=True)
+                ]
+            )
+
+    def _predict_side_by_side(self, batch: torch.Tensor, micro: int, workers: int) -> torch.Tensor:
+        """:meth:`predict` with ``workers`` threads, one (member, micro-batch) pass per task.
+
+        Every pass is the serial path's computation (same module, same
+        micro-batch) on one intra-op thread: equal to it up to float rounding
+        (oneDNN may split a reduction differently with another thread count).  Autocast and inference mode are thread-local, so each task
+        enters them itself.
+        """
+        parts = list(torch.split(batch, micro))
+
+        def one(member: nn.Module, lean: bool, part: torch.Tensor) -> torch.Tensor:
+            with _no_grad_autocast(self._device, self.autocast):
+                return _probability(member, part, None, lean)
+
+        # Tasks in member-major order, so consecutive tasks reuse a member's weights in cache.
+        with _intra_op_threads(1), ThreadPoolExecutor(workers, thread_name_prefix="ensemble-member") as pool:
+            futures = [
+                [pool.submit(one, m, lean, part) for part in parts]
+                for m, lean in zip(self.members, self.lean, strict=True)
+            ]
+            results = [[f.result() for f in row] for row in futures]
+        with torch.inference_mode():
+            return torch.stack([torch.cat(row) if len(row) > 1 else row[0] for row in results])
 
 
 def _dropout_modules(model: nn.Module) -> list[nn.Module]:
@@ -592,6 +693,7 @@ def run_ensemble(
     members_path: str | os.PathLike[str] | None = None,
     prefetch: int = 3,
     chunk_rows: int = 256,
+    workers: int | None = None,
 ) -> SlideHeatmaps:
     """Segmentation and uncertainty heatmaps of a whole slide.
 
@@ -633,6 +735,10 @@ def run_ensemble(
         Batches the reader thread may decode ahead.
     chunk_rows
         Row chunk of the uncertainty computation.
+    workers
+        CPU forward passes run side by side by the :class:`EnsemblePredictor`
+        built from ``members`` (``None``: ``torch.get_num_threads()``, the
+        caller's thread budget; see :class:`EnsemblePredictor`).
 
     Returns
     -------
@@ -649,7 +755,7 @@ def run_ensemble(
     predictor = (
         members
         if isinstance(members, Predictor)
-        else EnsemblePredictor(list(members), device=device, autocast=autocast)
+        else EnsemblePredictor(list(members), device=device, autocast=autocast, workers=workers)
     )
     factor = _factor(level_downsample, heatmap_downsample)
     slide = open_slide(slide_path)

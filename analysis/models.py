@@ -41,7 +41,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,7 @@ __all__ = [
     "build_network",
     "dry_run",
     "export_torchscript",
+    "fcdensenet_probability",
     "load_member",
     "save_member",
     "tumor_probability",
@@ -369,6 +370,108 @@ def tumor_probability(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0])
     raise ValueError(f"the model must output 2 (softmax) or 1 (sigmoid) channels, got {logits.shape[1]}")
+
+
+# --------------------------------------------------------------------------- lean inference
+
+
+def _bn_relu(pieces: list[torch.Tensor], norm: nn.Module) -> torch.Tensor:
+    """ReLU(BN(cat(pieces))) of an eval-mode BatchNorm in two passes over memory.
+
+    ``nn.Sequential`` BN-ReLU after ``torch.cat`` makes three full-size passes
+    (copy, normalise into a new tensor, ReLU), and a lone piece is copied by
+    ``cat`` too; on a CPU these memory-bound passes over 256-pixel tiles cost
+    about as much as the 6-channel convolutions between them.  Here: the one
+    copy, then the affine in place (or straight from a lone piece), then ReLU.
+    """
+    assert isinstance(norm, nn.BatchNorm2d) and norm.running_var is not None and norm.running_mean is not None
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    shift = (norm.bias - norm.running_mean * scale).view(1, -1, 1, 1)
+    scale = scale.view(1, -1, 1, 1)
+    if len(pieces) == 1:
+        y = torch.addcmul(shift, pieces[0], scale)
+    else:
+        y = torch.cat(pieces, 1)
+        torch.addcmul(shift, y, scale, out=y)
+    return y.relu_()
+
+
+def _dense_block_pieces(pieces: list[torch.Tensor], block: nn.Module) -> list[torch.Tensor]:
+    """A :class:`_DenseBlock` on features kept as a list (concatenated only where a layer reads them)."""
+    assert isinstance(block, _DenseBlock)
+    pieces = list(pieces)
+    new: list[torch.Tensor] = []
+    for layer in block.layers:
+        assert isinstance(layer, _DenseLayer)
+        conv, norm = cast(nn.Module, layer.conv), cast(nn.Module, layer.norm)
+        out = conv(_bn_relu(pieces, norm))
+        pieces.append(out)
+        new.append(out)
+    return pieces if block.keep_input else new
+
+
+def fcdensenet_probability(model: FCDenseNet, batch: torch.Tensor) -> torch.Tensor:
+    """:func:`tumor_probability` of an eval-mode :class:`FCDenseNet`, with fewer memory passes.
+
+    The same computation as ``tumor_probability(model, batch)`` (equal up to
+    float rounding, about 1e-6), for inference only: BatchNorm uses its
+    running statistics and dropout is off, whatever ``model.training`` says,
+    so call it for a model in eval mode.  It saves the copies of
+    ``torch.cat`` that the module makes on every dense layer and before the
+    classifier (features stay a list of pieces), fuses BN-ReLU into two
+    passes, and computes the two-class softmax's class 1 as one dot product
+    per pixel (``sigmoid(x . (w1 - w0) + b1 - b0)``), so that the 2-channel
+    logits are never written.  About 20 % less time per tile on a CPU.
+
+    Parameters
+    ----------
+    model
+        An FC-DenseNet (:func:`build_network`, :func:`load_member` of a
+        checkpoint); not a TorchScript module.
+    batch
+        ``(N, 3, H, W)`` float RGB in [0, 1], any H, W.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, H, W)`` float32 in [0, 1].  Gradient mode is the caller's.
+    """
+    height, width = batch.shape[-2], batch.shape[-1]
+    m = model.size_multiple
+    pad_h = (m - height % m) % m
+    pad_w = (m - width % m) % m
+    x = (batch - model.mean) / model.std  # type: ignore[operator]
+    if pad_h > 0 or pad_w > 0:
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        x = F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
+    pieces = [model.first(x)]
+    skips: list[list[torch.Tensor]] = []
+    for block, trans in zip(model.down, model.trans_down, strict=True):
+        pieces = _dense_block_pieces(pieces, block)
+        skips.append(pieces)
+        # BN-ReLU, 1x1 conv, (dropout: off), 2x max pool.
+        pool, conv, norm = (cast(nn.Module, getattr(trans, name)) for name in ("pool", "conv", "norm"))
+        pieces = [pool(conv(_bn_relu(pieces, norm)))]
+    pieces = _dense_block_pieces(pieces, model.bottleneck)
+    for i, (trans_up, block) in enumerate(zip(model.trans_up, model.up, strict=True)):
+        up = trans_up(torch.cat(pieces, 1) if len(pieces) > 1 else pieces[0])
+        pieces = _dense_block_pieces([up, *skips[len(skips) - 1 - i]], block)
+    classifier = model.classifier
+    assert isinstance(classifier, nn.Conv2d) and classifier.bias is not None
+    weight, bias = classifier.weight[:, :, 0, 0], classifier.bias
+    if weight.shape[0] == 2:
+        weight, bias = weight[1] - weight[0], bias[1] - bias[0]
+    else:
+        weight, bias = weight[0], bias[0]
+    logit: torch.Tensor | None = None
+    start = 0
+    for piece in pieces:
+        # (N, C, h, w) channels_last or not -> (N, h, w): a matrix-vector product over channels.
+        part = piece.permute(0, 2, 3, 1) @ weight[start : start + piece.shape[1]].to(piece.dtype)
+        logit = part if logit is None else logit.add_(part)
+        start += piece.shape[1]
+    assert logit is not None
+    return torch.sigmoid(logit.float().add_(bias.float()))[:, :height, :width]
 
 
 # --------------------------------------------------------------------------- files

@@ -292,6 +292,74 @@ def test_ensemble_predictor_runs_each_member_on_the_same_batch() -> None:
     assert out.shape == (2, 3, 8, 8) and predictor.n_samples == 2 and out.dtype == torch.float32
 
 
+def test_side_by_side_workers_give_the_same_samples_and_restore_the_thread_count() -> None:
+    members = [build_network("tiny", seed=s) for s in (0, 1, 2)]
+    x = torch.rand(3, 3, 48, 40, generator=torch.Generator().manual_seed(0))
+    serial = EnsemblePredictor(members, workers=1).predict(x)
+    before = torch.get_num_threads()
+    side = EnsemblePredictor(members, workers=2)
+    assert side.workers == 2
+    parallel = side.predict(x)
+    assert torch.get_num_threads() == before
+    assert parallel.shape == serial.shape == (3, 3, 48, 40) and parallel.dtype == torch.float32
+    torch.testing.assert_close(parallel, serial, rtol=0, atol=1e-6)
+    # A whole batch per pass (micro_batch) makes fewer tasks than workers: the same up to rounding
+    # (oneDNN blocks a batch of 3 differently from single tiles).
+    whole = EnsemblePredictor(members, workers=4, micro_batch=3).predict(x)
+    torch.testing.assert_close(whole, serial, rtol=0, atol=1e-5)
+
+
+def test_side_by_side_workers_keep_autocast_which_is_thread_local() -> None:
+    members = [build_network("tiny", seed=s) for s in (0, 1)]
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    exact = EnsemblePredictor(members, workers=2).predict(x)
+    half_serial = EnsemblePredictor(members, workers=1, autocast=True).predict(x)
+    half = EnsemblePredictor(members, workers=2, autocast=True).predict(x)
+    torch.testing.assert_close(half, half_serial, rtol=0, atol=1e-6)
+    assert float((half - exact).abs().max()) > 0  # bf16 did run in the worker threads
+
+
+def test_lean_path_is_taken_by_eval_fcdensenets_only_and_gives_the_same_heatmaps(
+    tissue_slide: Path, tmp_path: Path
+) -> None:
+    from analysis.models import export_torchscript, load_member
+
+    nets = [build_network("tiny", seed=s) for s in (7, 8)]
+    export_torchscript(nets[1], None, tmp_path / "m.pt")
+    scripted, _ = load_member(tmp_path / "m.pt")
+    assert EnsemblePredictor([nets[0], scripted, RedChannel()]).lean == [True, False, False]
+    assert EnsemblePredictor(nets, lean=False).lean == [False, False]
+    assert EnsemblePredictor(nets, autocast=True).lean == [False, False]  # bf16 runs the module
+    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
+    module_path = run_ensemble(tissue_slide, EnsemblePredictor(nets, lean=False, workers=1), **kwargs)  # type: ignore[arg-type]
+    lean = run_ensemble(tissue_slide, nets, workers=1, **kwargs)  # type: ignore[arg-type]
+    np.testing.assert_allclose(lean.members, module_path.members, rtol=0, atol=1e-5)
+    for name in ("mean", "entropy", "mutual_information", "variance"):
+        np.testing.assert_allclose(getattr(lean, name), getattr(module_path, name), rtol=0, atol=1e-5)
+
+
+def test_workers_are_checked_and_default_to_the_thread_budget() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        EnsemblePredictor([RedChannel()], workers=0)
+    assert EnsemblePredictor([RedChannel()]).workers == torch.get_num_threads()
+
+
+def test_side_by_side_workers_give_the_same_heatmaps_for_eager_and_torchscript_members(
+    tissue_slide: Path, tmp_path: Path
+) -> None:
+    from analysis.models import export_torchscript, load_member
+
+    nets = [build_network("tiny", seed=s) for s in (5, 6)]
+    export_torchscript(nets[1], None, tmp_path / "m.pt")
+    scripted, _ = load_member(tmp_path / "m.pt")
+    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
+    serial = run_ensemble(tissue_slide, nets, workers=1, **kwargs)  # type: ignore[arg-type]
+    mixed = run_ensemble(tissue_slide, [nets[0], scripted], workers=2, **kwargs)  # type: ignore[arg-type]
+    np.testing.assert_allclose(mixed.members, serial.members, rtol=0, atol=1e-6)
+    for name in ("mean", "entropy", "mutual_information", "variance"):
+        np.testing.assert_allclose(getattr(mixed, name), getattr(serial, name), rtol=0, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- progress, cancellation
 
 

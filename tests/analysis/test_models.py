@@ -20,6 +20,7 @@ from analysis.models import (
     build_network,
     dry_run,
     export_torchscript,
+    fcdensenet_probability,
     load_member,
     save_member,
     tumor_probability,
@@ -243,3 +244,39 @@ def test_dry_run_loads_a_good_file_and_restores_training_mode(tmp_path: Path) ->
     net.train()
     dry_run(net, tile_size=32)
     assert net.training
+
+
+@pytest.mark.parametrize(
+    ("config", "shape"),
+    [
+        (NetworkConfig.preset("tiny"), (2, 3, 64, 64)),
+        # Odd sizes (reflect padding, cropped back), a sigmoid head, a one-layer block and no dropout.
+        (NetworkConfig.preset("tiny"), (1, 3, 37, 50)),
+        (
+            NetworkConfig(
+                initial_features=8, growth_rate=4, down_blocks=(1, 2), bottleneck_layers=1, dropout=0.0, n_classes=1
+            ),
+            (2, 3, 20, 12),
+        ),
+    ],
+)
+def test_lean_probability_equals_the_module_forward(config: NetworkConfig, shape: tuple[int, ...]) -> None:
+    net = build_network(config, seed=3).eval()
+    # Non-trivial BatchNorm statistics, so that the folded affine is exercised.
+    generator = torch.Generator().manual_seed(0)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert module.running_mean is not None and module.running_var is not None
+            module.running_mean.normal_(0, 0.3, generator=generator)
+            module.running_var.uniform_(0.5, 2.0, generator=generator)
+            module.weight.data.uniform_(0.5, 1.5, generator=generator)
+            module.bias.data.normal_(0, 0.2, generator=generator)
+    x = torch.rand(shape, generator=generator)
+    with torch.inference_mode():
+        expected = tumor_probability(net, x)
+        lean = fcdensenet_probability(net, x)
+        cl_net = net.to(memory_format=torch.channels_last)
+        lean_cl = fcdensenet_probability(cl_net, x.contiguous(memory_format=torch.channels_last))
+    assert lean.shape == expected.shape == (shape[0], shape[2], shape[3]) and lean.dtype == torch.float32
+    torch.testing.assert_close(lean, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(lean_cl, expected, rtol=0, atol=1e-5)
