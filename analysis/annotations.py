@@ -10,6 +10,7 @@ tumor when its centre ((c + 0.5) d, (r + 0.5) d) lies inside.
 from __future__ import annotations
 
 import json
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -343,25 +344,36 @@ def write_asap_xml(polygons: Iterable[BaseGeometry] | BaseGeometry, path: str | 
 
 
 def write_geojson(
-    polygons: Iterable[BaseGeometry] | BaseGeometry, path: str | Path, *, classification: str = "Tumor"
+    polygons: Iterable[BaseGeometry] | BaseGeometry,
+    path: str | Path,
+    *,
+    classification: str = "Tumor",
+    id_namespace: str | None = None,
 ) -> None:
     """Write polygons as a QuPath-style GeoJSON FeatureCollection.
 
     One Feature per Polygon (holes kept) with
     ``properties.classification.name = classification``; JSON writes floats
-    with ``repr``, so coordinates read back exactly.
+    with ``repr``, so coordinates read back exactly.  With ``id_namespace``,
+    each feature also gets what QuPath writes for an annotation: a UUID (derived
+    from the namespace and its index, so the file is deterministic), a name
+    "Annotation i" and the class colour.
     """
     features = []
-    for polygon in _polygons(polygons):
+    for i, polygon in enumerate(_polygons(polygons)):
         geometry = mapping(polygon)
         geometry["coordinates"] = [[[float(x), float(y)] for x, y, *_ in ring] for ring in geometry["coordinates"]]
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": geometry,
-                "properties": {"objectType": "annotation", "classification": {"name": classification}},
-            }
-        )
+        feature: dict[str, Any] = {
+            "type": "Feature",
+            "geometry": geometry,
+            "properties": {"objectType": "annotation", "classification": {"name": classification}},
+        }
+        if id_namespace is not None:
+            feature["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sua:{id_namespace}:{i}"))
+            feature["properties"]["name"] = f"Annotation {i}"
+            feature["properties"]["classification"]["color"] = [200, 0, 0]
+            feature["properties"]["isLocked"] = False
+        features.append(feature)
     Path(path).write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
 
 

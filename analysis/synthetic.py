@@ -46,7 +46,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -61,7 +60,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from shapely.geometry import MultiPolygon, Polygon
 
-from analysis.annotations import write_asap_xml
+from analysis.annotations import write_asap_xml, write_geojson
 
 __all__ = [
     "ITC_MAX_UM",
@@ -242,47 +241,6 @@ class SyntheticSlide:
 # --------------------------------------------------------------------------------------------
 # Annotation writers (ASAP XML as Camelyon ships it, GeoJSON as QuPath exports it)
 # --------------------------------------------------------------------------------------------
-
-
-def _exterior_xy(polygon: Polygon) -> list[tuple[float, float]]:
-    coords = list(polygon.exterior.coords)
-    if len(coords) > 1 and coords[0] == coords[-1]:
-        coords = coords[:-1]
-    return [(float(x), float(y)) for x, y in coords]
-
-
-def _write_geojson(
-    polygons: Sequence[Polygon],
-    path: str | os.PathLike[str],
-    *,
-    classification: str = "Tumor",
-    namespace: str = "",
-) -> Path:
-    """Write polygons as a QuPath-style GeoJSON FeatureCollection of annotations.
-
-    Feature ids are UUIDs derived from ``namespace`` and the index, so output is
-    deterministic.  Coordinates are level-0 pixels, rings closed.
-    """
-    features = []
-    for i, polygon in enumerate(polygons):
-        ring = [[x, y] for x, y in _exterior_xy(polygon)]
-        ring.append(ring[0])
-        features.append(
-            {
-                "type": "Feature",
-                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"sua-synthetic:{namespace}:{i}")),
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {
-                    "objectType": "annotation",
-                    "name": f"Annotation {i}",
-                    "classification": {"name": classification, "color": [200, 0, 0]},
-                    "isLocked": False,
-                },
-            }
-        )
-    out = Path(path)
-    out.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -1722,7 +1680,8 @@ def _run_job(job: _Job, out_dir: Path) -> CohortEntry:
     if job.spec.tumor:
         xml = image.with_suffix(".xml")
         write_asap_xml(slide.polygons, xml)
-        geo = _write_geojson(slide.polygons, image.with_suffix(".geojson"), namespace=job.slide_id)
+        geo = image.with_suffix(".geojson")
+        write_geojson(slide.polygons, geo, id_namespace=f"synthetic:{job.slide_id}")
     return CohortEntry(
         slide_id=job.slide_id,
         split=job.split,

@@ -265,14 +265,14 @@ def test_cohort_asap_xml_and_geojson_hold_the_same_coordinates(test_cohort: tupl
 
 
 def test_annotation_files_match_the_returned_polygons_exactly(tmp_path: Path) -> None:
-    from analysis import synthetic
-    from analysis.annotations import write_asap_xml
+    from analysis.annotations import write_asap_xml, write_geojson
 
     spec = SlideSpec(seed=2, width=1024, height=1024, mpp=2.0, lesions=("micro", "itc"))
     slide = generate_slide(spec, tmp_path / "s.tiff")
     xml = tmp_path / "s.xml"
     write_asap_xml(slide.polygons, xml)
-    geo = synthetic._write_geojson(slide.polygons, tmp_path / "s.geojson")
+    geo = tmp_path / "s.geojson"
+    write_geojson(slide.polygons, geo, id_namespace="s")
     expected = [list(p.exterior.coords)[:-1] for p in slide.polygons]
     root = ET.parse(xml).getroot()
     got_xml = [
