@@ -5,10 +5,13 @@ Nothing here knows about Django: functions take a filesystem path (see
 :class:`TileOutOfRange`, which the views turn into HTTP answers.
 
 Opened tile sources are kept per process (:func:`open_source`); large-image
-caches sources and decoded tiles as well, so a hot tile costs a dictionary
-lookup.  Interior DeepZoom tiles of a JPEG-tiled TIFF are the file's own JPEG
-bytes (large-image passes them through without decoding); only edge tiles and
-the small levels above the pyramid are decoded and encoded again.
+caches sources and encoded tiles as well, so a hot tile costs a dictionary
+lookup.  Interior DeepZoom tiles are large-image's own ``getTile`` bytes: for a
+JPEG-tiled TIFF with shared JPEG tables these are the file's own JPEG data
+(passed through without decoding); where every tile is a complete JPEG of its
+own (as tifffile writes them, the synthetic slides among them) large-image
+decodes and encodes the tile again, which is most of a cold tile's cost.  Edge
+tiles and the small levels above the pyramid are decoded and encoded here.
 """
 
 from __future__ import annotations

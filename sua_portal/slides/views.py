@@ -9,16 +9,19 @@ a sentence in ``detail``.
 from __future__ import annotations
 
 import html
+import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
@@ -405,7 +408,8 @@ class _TTLCache:
 # Tiles are the hottest path (a viewer asks for dozens a second): who the caller is and which file a
 # slide is are remembered for a few seconds (SLIDE_IMAGE_ACCESS_CACHE_SECONDS, default 10), so a tile
 # costs no database query. A removed membership or a signed-out session stops reaching tiles after
-# at most that long.
+# at most that long. TileFastPathMiddleware (below) answers tiles from these same caches; 0 turns
+# caching, and with it the fast path, off.
 _tokens = _TTLCache()
 _sessions = _TTLCache()
 _slides = _TTLCache()
@@ -504,7 +508,10 @@ class _Unreadable(Exception):
     pass
 
 
-def _cached(response: HttpResponse, etag: str) -> HttpResponse:
+_R = TypeVar("_R", bound=HttpResponseBase)
+
+
+def _cached(response: _R, etag: str) -> _R:
     response["ETag"] = etag
     response["Cache-Control"] = f"private, max-age={IMAGE_MAX_AGE}"
     return response
@@ -549,11 +556,15 @@ class DeepZoomTileView(_SlideImageView):
         if fmt not in ("jpeg", "jpg"):
             raise NotFound("Tiles are served as .jpeg.")
         slide = self._slide(request, pk)
-        etag = f'"t-{slide.sha256[:24]}-{level}-{col}-{row}-{tiles.TILES_VERSION}"'
+        etag = _tile_etag(slide, level, col, row)
         if (cached := self._not_modified(request, etag)) is not None:
             return cached
         data = tiles.deep_zoom(self._readable(slide)).tile(level, col, row)
         return _cached(HttpResponse(data, content_type="image/jpeg"), etag)
+
+
+def _tile_etag(slide: _ImageSlide, level: int, col: int, row: int) -> str:
+    return f'"t-{slide.sha256[:24]}-{level}-{col}-{row}-{tiles.TILES_VERSION}"'
 
 
 class ThumbnailView(_SlideImageView):
@@ -604,3 +615,99 @@ class RegionView(_SlideImageView):
         except tiles.TileOutOfRange as exc:
             raise ValidationError({"detail": str(exc)}) from None
         return _cached(HttpResponse(data, content_type=mime), etag)
+
+
+# --------------------------------------------------------------------------- the tile fast path
+
+# The URL of DeepZoomTileView (api/ + slides/urls.py's "slide-tile", <int:> being [0-9]+), for .jpeg/.jpg only:
+# other formats are the view's 404. tests/slides/test_tiles.py checks that the resolver agrees.
+_TILE_PATH = re.compile(r"/api/slides/([0-9]+)/dzi_files/([0-9]+)/([0-9]+)_([0-9]+)\.(?:jpeg|jpg)")
+
+
+def _cached_caller(request: HttpRequest) -> Any:
+    """The caller, when the image views' caches know the credentials; None sends the request the full way.
+
+    Same order as ``_SlideImageView.authentication_classes``: a session cookie wins over a token, so a
+    cookie the cache does not know is never skipped in favour of the token behind it.
+    """
+    session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
+    if session_key:
+        return _sessions.get(session_key)
+    header = request.META.get("HTTP_AUTHORIZATION")
+    if not header:
+        return None
+    # Split as TokenAuthentication does (bytes, ASCII white space). Only keys that authenticated (an
+    # active user's token) are ever cached, so any other header misses and gets DRF's own answer.
+    parts = header.encode("iso-8859-1", errors="replace").split()
+    if len(parts) != 2 or parts[0].lower() != b"token":
+        return None
+    try:
+        key = parts[1].decode()
+    except UnicodeError:
+        return None
+    hit = _tokens.get(key)
+    return hit[0] if hit is not None else None
+
+
+def _fast_tile(request: HttpRequest, match: re.Match[str]) -> HttpResponseBase | None:
+    """A tile answered from the caches alone, or None for the full view (which also fills the caches).
+
+    It makes exactly the checks DeepZoomTileView makes on a cache hit (caller, membership in the slide's
+    project, the slide's state and file) with the same caches and TTL, so it answers what the view would;
+    anything else (no or unknown credentials, no access, a failed slide, out of range, a read error) goes
+    the full way and gets the view's own answer.
+    """
+    try:
+        # CommonMiddleware is skipped: ALLOWED_HOSTS is checked here (a bad host gets its 400 the full way).
+        request.get_host()
+    except DisallowedHost:
+        return None
+    user = _cached_caller(request)
+    if user is None:
+        return None
+    slide = cast("_ImageSlide | None", _slides.get((user.pk, int(match[1]))))
+    if slide is None or slide.status == Slide.Status.FAILED:
+        return None
+    path = cast("Path | None", _paths.get((str(settings.MEDIA_ROOT), slide.file_name)))
+    if path is None:
+        return None
+    level, col, row = int(match[2]), int(match[3]), int(match[4])
+    etag = _tile_etag(slide, level, col, row)
+    wanted = request.META.get("HTTP_IF_NONE_MATCH")
+    if wanted and (wanted.strip() == "*" or etag in [t.strip() for t in wanted.split(",")]):
+        response: HttpResponse = HttpResponseNotModified()
+    else:
+        try:
+            data = tiles.deep_zoom(path).tile(level, col, row)
+        except (tiles.TileOutOfRange, tiles.SlideReadError):
+            return None
+        response = HttpResponse(data, content_type="image/jpeg")
+    # CommonMiddleware's header (it is skipped): without it gunicorn falls back to chunked transfer encoding.
+    response["Content-Length"] = str(len(response.content))
+    # XFrameOptionsMiddleware's header, as that middleware is skipped too.
+    response["X-Frame-Options"] = str(getattr(settings, "X_FRAME_OPTIONS", "DENY")).upper()
+    return _cached(response, etag)
+
+
+class TileFastPathMiddleware:
+    """Serves a DeepZoom tile GET right after SecurityMiddleware, skipping the rest of the stack.
+
+    A viewer asks for dozens of tiles a second, and for a cached (hot) tile Django's full stack (sessions,
+    CSRF, messages, URL resolution, DRF's request, negotiation and authentication) cost several times what
+    reading the tile costs. Only requests whose caller, access and file the image views' caches already
+    know are answered here (see :func:`_fast_tile`); every other request, and every other URL, goes on
+    down the stack unchanged. Access is still checked per project on every request, from the same
+    short-lived cache the view uses.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.method == "GET":
+            match = _TILE_PATH.fullmatch(request.path_info)
+            if match is not None:
+                response = _fast_tile(request, match)
+                if response is not None:
+                    return response
+        return self.get_response(request)

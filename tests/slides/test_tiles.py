@@ -179,3 +179,169 @@ def test_the_metadata_tells_what_large_image_reads(people: dict[str, Any], boxes
     body = api_for(people["researcher"]).get(f"/api/slides/{boxes.pk}/metadata/").json()
     assert body["slide"]["width"] == 300 and body["large_image"]["levels"] == 4
     assert body["deepzoom"] == {"tile_size": 64, "levels": 10, "overlap": 0, "format": "jpeg"}
+
+
+# --------------------------------------------------------------------------- the tile fast path
+
+
+@pytest.fixture
+def fresh_caches() -> Any:
+    """The image views' per-process caches, empty (other tests may have left callers in them)."""
+    from sua_portal.slides import views
+
+    caches = (views._tokens, views._sessions, views._slides, views._paths)
+    for cache in caches:
+        cache.clear()
+    yield views
+    for cache in caches:
+        cache.clear()
+
+
+@pytest.fixture
+def full_view_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """Tiles answered by DeepZoomTileView (the full stack) rather than the fast path."""
+    from sua_portal.slides import views
+
+    calls: list[tuple[int, int, int]] = []
+    original = views.DeepZoomTileView.get
+
+    def counted(self: Any, request: Any, pk: int, level: int, col: int, row: int, fmt: str) -> Any:
+        calls.append((level, col, row))
+        return original(self, request, pk, level, col, row, fmt)
+
+    monkeypatch.setattr(views.DeepZoomTileView, "get", counted)
+    return calls
+
+
+def _token_client(user: Any) -> Any:
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    token, _ = Token.objects.get_or_create(user=user)
+    return Client(HTTP_AUTHORIZATION=f"Token {token.key}")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/slides/1/dzi_files/9/0_0.jpeg", "/api/slides/12/dzi_files/0/31_7.jpg",
+     "/api/slides/3/dzi_files/99999999999/0_0.jpeg"],
+)
+def test_the_fast_path_matches_exactly_the_tile_route(path: str) -> None:
+    from django.urls import resolve
+
+    from sua_portal.slides.views import _TILE_PATH
+
+    match = _TILE_PATH.fullmatch(path)
+    assert match is not None
+    route = resolve(path)
+    assert route.url_name == "slide-tile"
+    assert [route.kwargs[k] for k in ("pk", "level", "col", "row")] == [int(g) for g in match.groups()]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/slides/1/dzi_files/9/0_0.png", "/api/slides/1/dzi_files/-1/0_0.jpeg", "/api/slides/1/dzi_files/9/a_b.jpeg",
+     "/api/slides/1/dzi_files/9/0_0.jpeg/", "/api/slides/1/dzi.dzi", "/x/api/slides/1/dzi_files/9/0_0.jpeg"],
+)
+def test_the_fast_path_leaves_other_urls_alone(path: str) -> None:
+    from sua_portal.slides.views import _TILE_PATH
+
+    assert _TILE_PATH.fullmatch(path) is None
+
+
+def test_a_token_caller_gets_the_same_tile_from_the_fast_path(people: dict[str, Any], boxes: Any, fresh_caches: Any,
+                                                             full_view_calls: list[Any], api_for: Any,
+                                                             django_assert_num_queries: Any) -> None:
+    client = _token_client(people["pathologist"])
+    first = _tile(client, boxes, 9, 1, 1)  # the full way: fills the caches
+    assert first.status_code == 200 and full_view_calls == [(9, 1, 1)]
+    with django_assert_num_queries(0):
+        second = _tile(client, boxes, 9, 1, 1)
+        other = _tile(client, boxes, 9, 3, 2)
+    assert full_view_calls == [(9, 1, 1)], "answered by the fast path"
+    assert second.status_code == 200 and second.content == first.content
+    assert second.content == bytes(_source(boxes).getTile(1, 1, 3))
+    assert bytes(other.content) == bytes(_source(boxes).getTile(3, 2, 3))
+    for name in ("Content-Type", "ETag", "Cache-Control", "Content-Length", "X-Frame-Options",
+                 "X-Content-Type-Options"):
+        assert second[name] == first[name], name
+    # The edge tiles (encoded again) and the levels above large-image's pyramid come out the same way too.
+    for level, col, row in ((9, 4, 3), (5, 0, 0)):
+        full = _tile(api_for(people["pathologist"]), boxes, level, col, row)
+        assert _tile(client, boxes, level, col, row).content == full.content
+
+
+def test_the_fast_path_answers_304_and_leaves_404_to_the_view(people: dict[str, Any], boxes: Any,
+                                                              fresh_caches: Any, full_view_calls: list[Any]) -> None:
+    client = _token_client(people["researcher"])
+    etag = _tile(client, boxes, 9, 1, 1)["ETag"]
+    again = _tile(client, boxes, 9, 1, 1, HTTP_IF_NONE_MATCH=etag)
+    assert again.status_code == 304 and again.content == b"" and again["ETag"] == etag
+    assert again["Cache-Control"] == "private, max-age=86400" and len(full_view_calls) == 1
+    for level, col, row in ((10, 0, 0), (9, 5, 0), (9, 0, 4), (0, 1, 0)):
+        response = _tile(client, boxes, level, col, row)
+        assert response.status_code == 404 and "outside" in response.json()["detail"]
+    assert len(full_view_calls) == 5
+
+
+def test_a_session_caller_gets_the_fast_path_and_loses_it_with_the_session(
+    people: dict[str, Any], boxes: Any, fresh_caches: Any, full_view_calls: list[Any],
+) -> None:
+    from django.contrib.sessions.models import Session
+    from django.test import Client
+
+    client = Client()
+    client.force_login(people["pathologist"])
+    assert client.get(f"/api/slides/{boxes.pk}/dzi.dzi").status_code == 200  # as the viewer starts
+    response = _tile(client, boxes, 9, 1, 1)
+    assert response.status_code == 200 and full_view_calls == []
+    assert response.content == bytes(_source(boxes).getTile(1, 1, 3))
+    # Signed out elsewhere (the cookie is still sent): the cached session answers for at most the TTL;
+    # once it has expired, the full view finds no session and refuses.
+    Session.objects.all().delete()
+    assert _tile(client, boxes, 9, 1, 2).status_code == 200 and full_view_calls == []
+    fresh_caches._sessions.clear()
+    assert _tile(client, boxes, 9, 1, 2).status_code in (401, 403)
+
+
+def test_every_fast_tile_checks_project_membership(people: dict[str, Any], boxes: Any, fresh_caches: Any,
+                                                  full_view_calls: list[Any], settings: Any) -> None:
+    from sua_portal.accounts.models import Membership
+
+    outsider = _token_client(people["outsider"])
+    for _ in range(2):
+        assert _tile(outsider, boxes, 9, 1, 1).status_code == 404
+    assert len(full_view_calls) == 2, "an outsider's tile never takes the fast path"
+
+    member = _token_client(people["pathologist"])
+    assert _tile(member, boxes, 9, 1, 1).status_code == 200
+    Membership.objects.filter(user=people["pathologist"], project=people["own"]).delete()
+    # Within the TTL (SLIDE_IMAGE_ACCESS_CACHE_SECONDS) the cached membership still answers; once it has
+    # expired the next tile is refused.
+    assert _tile(member, boxes, 9, 1, 2).status_code == 200
+    fresh_caches._slides.clear()
+    assert _tile(member, boxes, 9, 1, 2).status_code == 404
+
+    settings.SLIDE_IMAGE_ACCESS_CACHE_SECONDS = 0  # nothing cached: every tile goes the full way
+    fresh_caches._slides.clear()
+    researcher = _token_client(people["researcher"])
+    calls = len(full_view_calls)
+    assert _tile(researcher, boxes, 9, 1, 1).status_code == 200
+    assert _tile(researcher, boxes, 9, 1, 1).status_code == 200
+    assert len(full_view_calls) == calls + 2
+    Membership.objects.filter(user=people["researcher"], project=people["own"]).delete()
+    assert _tile(researcher, boxes, 9, 1, 1).status_code == 404
+
+
+def test_the_fast_path_refuses_what_the_full_stack_refuses(people: dict[str, Any], boxes: Any,
+                                                          fresh_caches: Any) -> None:
+    from django.test import Client
+
+    client = _token_client(people["pathologist"])
+    assert _tile(client, boxes, 9, 1, 1).status_code == 200
+    # A host outside ALLOWED_HOSTS, a token that is not the cached one, a HEAD (full view) and another format.
+    assert _tile(client, boxes, 9, 1, 1, HTTP_HOST="evil.example").status_code == 400
+    assert Client(HTTP_AUTHORIZATION="Token nonsense").get(
+        f"/api/slides/{boxes.pk}/dzi_files/9/1_1.jpeg").status_code in (401, 403)
+    assert client.head(f"/api/slides/{boxes.pk}/dzi_files/9/1_1.jpeg").status_code == 200
+    assert client.get(f"/api/slides/{boxes.pk}/dzi_files/9/1_1.png").status_code == 404
