@@ -73,6 +73,21 @@ def api_for() -> Callable[[Any], Any]:
     return client_for
 
 
+# --- storage -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fresh_test_media() -> None:
+    """Start every run with an empty test MEDIA_ROOT: the test database's ids start again at 1
+    each run, so files an earlier run left would sit where this run's files go."""
+    from django.conf import settings
+
+    media = Path(settings.MEDIA_ROOT)
+    if media.name == "test-media" and media.is_dir():  # never anything but the test settings' folder
+        shutil.rmtree(media)
+    media.mkdir(parents=True, exist_ok=True)
+
+
 # --- slides ----------------------------------------------------------------------------------
 
 #: openslide-python's test fixtures; CI has them beside the repository, at ../shared/testdata.

@@ -163,12 +163,12 @@ def test_cancel_stops_a_running_slide_and_stores_nothing(
 
 def test_a_worker_process_killed_mid_slide_means_the_slide_is_redone_never_half_stored(
     celery_worker_process: Any, people: dict[str, Any], api_for: Callable[[Any], Any],
-    make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any],
+    slow_ensemble: Any, demo_cohorts: dict[str, Any],
 ) -> None:
-    ensemble = make_ensemble()
+    # The slow ensemble: seconds of work, so the kill lands mid-slide and not after it.
     slide = Slide.objects.filter(cohort=demo_cohorts["validation"]).order_by("name")[0]
     client = api_for(people["researcher"])
-    (queued,) = run(client, ensemble, slides=[slide.pk])
+    (queued,) = run(client, slow_ensemble, slides=[slide.pk])
     # Progress in percent is visible while the slide runs.
     wait_for(lambda: 0 < client.get(f"/api/heatmaps/{queued['id']}/").json()["progress"] < 100,
              what="progress under way")
