@@ -31,9 +31,9 @@ lint: setup
 	$(BIN)/lint-imports
 
 typecheck: setup
-	$(BIN)/mypy analysis sua_portal
+	$(BIN)/mypy analysis sua_portal tests benchmarks
 
-test: setup chromium lint
+test: setup chromium lint typecheck
 	$(BIN)/python scripts/devenv.py run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -275,7 +275,7 @@ def test_lean_probability_equals_the_module_forward(config: NetworkConfig, shape
     with torch.inference_mode():
         expected = tumor_probability(net, x)
         lean = fcdensenet_probability(net, x)
-        cl_net = net.to(memory_format=torch.channels_last)
+        cl_net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
         lean_cl = fcdensenet_probability(cl_net, x.contiguous(memory_format=torch.channels_last))
     assert lean.shape == expected.shape == (shape[0], shape[2], shape[3]) and lean.dtype == torch.float32
     torch.testing.assert_close(lean, expected, rtol=0, atol=1e-5)

@@ -27,7 +27,7 @@ def test_healthz_names_the_database_when_it_is_down(client: Any, monkeypatch: An
     from django.db import connection
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise connection.Database.OperationalError("connection refused")
+        raise connection.Database.OperationalError("connection refused")  # type: ignore[attr-defined]
 
     # The real driver raising its real error: what psycopg does when the server is gone.
     monkeypatch.setattr(connection, "cursor", refuse)

@@ -138,9 +138,9 @@ def test_the_truth_of_a_slide_is_the_union_of_its_ground_truth(
     write_geojson(box(250, 10, 290, 40), tmp_path / "b.geojson")
     _post(api_for(people["admin"]), slide, "b.geojson", (tmp_path / "b.geojson").read_bytes(), source="reviewer")
     truth = tumor_geometry(slide)
-    assert truth.equals(TUMOR)  # the reviewer's outline is not ground truth
-    assert np.array_equal(truth_mask(slide, shape=(63, 75), downsample=4),
-                          rasterize(TUMOR, shape=(63, 75), downsample=4))
+    assert truth is not None and truth.equals(TUMOR)  # the reviewer's outline is not ground truth
+    mask = truth_mask(slide, shape=(63, 75), downsample=4)
+    assert mask is not None and np.array_equal(mask, rasterize(TUMOR, shape=(63, 75), downsample=4))
 
 
 BAD_ANNOTATIONS = [
