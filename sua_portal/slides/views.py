@@ -25,6 +25,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -451,11 +452,19 @@ class _ImageSlide:
     size_bytes: int
 
 
+class _ImageViewSchema(AutoSchema):
+    def get_auth(self) -> list[dict[str, list[str]]]:
+        # The cached authenticators are DRF's session and token authentication with a short memory:
+        # document them as those two schemes, not as two more of the same name.
+        return [{"cookieAuth": []}, {"tokenAuth": []}]
+
+
 class _SlideImageView(APIView):
     """Base of the image endpoints: the caller's membership and the file in one (cached) lookup, ETags."""
 
     permission_classes = [IsAuthenticated]
     authentication_classes = [_CachedSessionAuthentication, _CachedTokenAuthentication]
+    schema = _ImageViewSchema()
     http_method_names = ["get", "head", "options"]
 
     def _slide(self, request: Request, pk: int) -> _ImageSlide:

@@ -119,3 +119,20 @@ def test_schema_and_docs_are_served_to_members(people: dict[str, Any], api_for: 
 def test_django_admin_manages_projects_and_members(admin_client: Any) -> None:
     assert admin_client.get("/admin/accounts/project/add/").status_code == 200
     assert User.objects.filter(is_superuser=True).exists()
+
+
+def test_the_schema_generates_without_warnings(tmp_path: Any) -> None:
+    """Name clashes and unresolved authenticators make drf-spectacular warn and write a wrong schema."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "spectacular", "--fail-on-warn", "--file", str(tmp_path / "schema.yml")],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "DEBUG": "true"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    schema = (tmp_path / "schema.yml").read_text()
+    assert "/api/heatmaps/{id}/image/" in schema and "HeatmapStatusEnum" in schema
