@@ -532,4 +532,11 @@ def load_demo_ensemble(
                                                           flagged=True).count()
         shown = "none (no false negatives in validation)" if threshold is None else f"{threshold:.4g}"
         log_line(f"range ({lower:g}, {upper:g}): threshold {shown}, {flagged} regions flagged")
+    from django.db.models import Count, Q
+
+    busiest = (done.filter(slide__cohort__split=Cohort.Split.TEST)
+               .annotate(n=Count("regions", filter=Q(regions__flagged=True))).order_by("-n").first())
+    if busiest is not None and busiest.n:  # type: ignore[attr-defined]
+        log_line(f"Most flagged regions: {busiest.slide.name} ({busiest.n} over all SUA ranges), "  # type: ignore[attr-defined]
+                 f"the viewer at /slides/{busiest.slide_id}/")
     return ensemble
