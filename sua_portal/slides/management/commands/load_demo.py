@@ -34,7 +34,7 @@ class Command(BaseCommand):
         parser.add_argument("--training", default="{}", metavar="JSON",
                             help="training settings over the preset's, e.g. '{\"members\": 3, \"max_epochs\": 4}'")
         parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                            help="CPU threads for training and inference (default: all cores)")
+                            help="CPU threads for inference, members side by side (default: all cores)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
