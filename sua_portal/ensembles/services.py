@@ -193,8 +193,12 @@ def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], valida
     return ensemble
 
 
-def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None) -> None:
-    """Train every member; progress (epoch, loss, validation score) lands in member.history."""
+def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, workers: int = 1) -> None:
+    """Train every member; progress (epoch, loss, validation score) lands in member.history.
+
+    ``workers`` > 1 trains that many members side by side in spawned processes: for a
+    management command, never inside a Celery prefork child (daemonic, it may not have any).
+    """
     from analysis.training import TrainingConfig, train_ensemble
 
     ensemble = Ensemble.objects.get(pk=ensemble_id)
@@ -223,7 +227,7 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None) -> 
                 echo(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()))
 
         trained = train_ensemble(config, train_slides, val_slides, progress=progress,
-                                 device=_torch_device(threads))
+                                 device=_torch_device(threads), workers=workers)
         import torch
 
         with transaction.atomic():
@@ -506,9 +510,9 @@ def load_demo_ensemble(
                                    user=None)
         started = time.monotonic()
         log_line(f"Training the {DEMO_ENSEMBLE.lower()} ({preset!r} preset) on {len(train_cohorts)} cohort(s) ...")
-        # One thread: the tiny network on 32 px patches is too little work per step to split, and a
-        # second intra-op thread made epochs slower here (9.8 s against 7.3 s on 2 cores).
-        train(ensemble.pk, echo=log_line, threads=1)
+        # Members side by side, one thread each: the tiny network on 32 px patches is too little work
+        # per step to split, and a second intra-op thread made epochs slower (9.8 s against 7.3 s).
+        train(ensemble.pk, echo=log_line, threads=1, workers=threads or os.cpu_count() or 1)
         ensemble.refresh_from_db()
         log_line(f"{DEMO_ENSEMBLE}: {ensemble.members.count()} members trained in {time.monotonic() - started:.0f} s")
     else:

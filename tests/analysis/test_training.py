@@ -253,6 +253,24 @@ def test_training_can_be_cancelled(cohort: dict[str, TrainingSlide]) -> None:
         train_member(config, 0, train, val, should_stop=lambda: True)
 
 
+def test_members_trained_side_by_side_equal_members_trained_one_after_the_other(
+    cohort: dict[str, TrainingSlide],
+) -> None:
+    config = small_config(members=2, max_epochs=2, patches_per_epoch=32)
+    train, val = _patch_sets(cohort, config)
+    alone = train_ensemble(config, train, val)
+    reports: list[EpochReport] = []
+    together = train_ensemble(config, train, val, workers=2, progress=reports.append)
+    for a, b in zip(alone, together, strict=True):
+        assert a.member == b.member and [r.val_dice for r in a.history] == [r.val_dice for r in b.history]
+        assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    # Every epoch of every member reached the caller, in epoch order per member.
+    assert sorted((r.member, r.epoch) for r in reports) == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert [r.epoch for r in reports if r.member == 1] == [1, 2]
+    with pytest.raises(TrainingCancelled):
+        train_ensemble(config, train, val, workers=2, should_stop=lambda: True)
+
+
 def test_a_tiny_ensemble_trains_end_to_end_in_under_a_minute(cohort: dict[str, TrainingSlide], tmp_path: Path) -> None:
     config = small_config(members=2)
     started = time.perf_counter()
