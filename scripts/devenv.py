@@ -156,7 +156,14 @@ def run(command: list[str]) -> int:
     return subprocess.call(command, env=env, cwd=ROOT)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def demo(host: str, port: int, skip_data: bool) -> int:
+    # SIGTERM (a service manager, `kill`, a background job whose SIGINT is ignored) stops
+    # everything as Ctrl-C does, instead of leaving the worker and the servers behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     services = Services()
     env = _child_env(services.up(), demo=True)
     py = sys.executable
