@@ -124,3 +124,27 @@ def test_the_demo_loader_trains_runs_and_flags_once(
     assert sorted(SlideHeatmap.objects.filter(ensemble=ensemble).values_list("segmentation", flat=True)) == files
     assert [f for _, f in sorted(NegativePredictionRegion.objects.filter(
         heatmap__ensemble=ensemble).values_list("pk", "flagged"))] == [f for _, f in flags]
+
+
+@pytest.mark.django_db
+def test_the_train_ensemble_command_trains_here_and_names_bad_input(
+    demo_cohorts: dict[str, Any], people: dict[str, Any],
+) -> None:
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    call_command("train_ensemble", project="Own", name="From the shell", cohort=["train"], validation=["validation"],
+                 config='{"preset": "test", "members": 1, "max_epochs": 1}', stdout=out)
+    ensemble = Ensemble.objects.get(name="From the shell")
+    assert ensemble.status == "ready" and ensemble.members.count() == 1
+    assert "member 0, epoch 1" in out.getvalue() and "is ready" in out.getvalue()
+    for options, message in [
+        ({"cohort": ["nope"]}, "no cohort called 'nope'"),
+        ({"config": "{members: 2"}, "--config is not JSON"),
+        ({"config": '{"max_epochs": 0}'}, "max_epochs must be a positive integer"),
+        ({"name": "From the shell"}, "already exists"),
+        ({"project": "Elsewhere"}, "no project called 'Elsewhere'"),
+    ]:
+        with pytest.raises(CommandError, match=message):
+            call_command("train_ensemble", **{"project": "Own", "name": "Another", "cohort": ["train"], **options})
+    assert Ensemble.objects.count() == 1
