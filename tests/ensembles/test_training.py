@@ -138,13 +138,14 @@ def test_the_train_ensemble_command_trains_here_and_names_bad_input(
     ensemble = Ensemble.objects.get(name="From the shell")
     assert ensemble.status == "ready" and ensemble.members.count() == 1
     assert "member 0, epoch 1" in out.getvalue() and "is ready" in out.getvalue()
-    for options, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"cohort": ["nope"]}, "no cohort called 'nope'"),
         ({"config": "{members: 2"}, "--config is not JSON"),
         ({"config": '{"max_epochs": 0}'}, "max_epochs must be a positive integer"),
         ({"name": "From the shell"}, "already exists"),
         ({"project": "Elsewhere"}, "no project called 'Elsewhere'"),
-    ]:
+    ]
+    for options, message in cases:
         with pytest.raises(CommandError, match=message):
             call_command("train_ensemble", **{"project": "Own", "name": "Another", "cohort": ["train"], **options})
     assert Ensemble.objects.count() == 1
