@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -30,6 +31,7 @@ def cohort_page(request: HttpRequest, pk: int) -> HttpResponse:
     cohort = _visible_cohort(request, pk)
     slides = list(cohort.slides.annotate(annotation_count=Count("annotations")).order_by("name"))
     counts = {status: sum(1 for s in slides if s.status == status) for status in Slide.Status.values}
+    _add_review_state(slides)
     context: dict[str, Any] = {
         "cohort": cohort,
         "slides": slides,
@@ -42,6 +44,31 @@ def cohort_page(request: HttpRequest, pk: int) -> HttpResponse:
         "max_upload_bytes": services.max_upload_bytes(),
     }
     return render(request, "slides/cohort.html", context)
+
+
+def _add_review_state(slides: Sequence[Slide]) -> None:
+    """Per slide: how far its heatmaps are, and how many regions are flagged for review.
+
+    SUA ranges are alternative views of the same slide (their regions overlap), so the
+    count is the largest number flagged in any one range, never their sum.
+    """
+    from sua_portal.ensembles.models import NegativePredictionRegion, SlideHeatmap
+
+    heatmaps: dict[int, list[tuple[str, float]]] = {}
+    for slide_id, status, progress in SlideHeatmap.objects.filter(slide__in=slides).values_list(
+            "slide", "status", "progress"):
+        heatmaps.setdefault(slide_id, []).append((status, progress))
+    flagged: dict[int, int] = {}
+    for row in (NegativePredictionRegion.objects.filter(heatmap__slide__in=slides, flagged=True)
+                .values("heatmap__slide", "heatmap", "lower").annotate(n=Count("id"))):
+        flagged[row["heatmap__slide"]] = max(flagged.get(row["heatmap__slide"], 0), row["n"])
+    for slide in slides:
+        states = heatmaps.get(slide.pk, [])
+        running = [p for s, p in states if s in ("queued", "running")]
+        slide.review_flagged = flagged.get(slide.pk, 0)  # type: ignore[attr-defined]
+        slide.review_state = (  # type: ignore[attr-defined]
+            "none" if not states else f"computing {min(running):.0f} %" if running
+            else "failed" if all(s == "failed" for s, _ in states) else "done")
 
 
 def _describe(annotation: Annotation, mpp: float | None) -> Annotation:

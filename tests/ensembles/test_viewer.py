@@ -89,3 +89,20 @@ def test_a_pathologist_sees_the_uncertainty_and_goes_to_each_flagged_region(
     assert page.evaluate("window.suaViewer.world.getItemCount()") == 2
     page.select_option("#heatmap-kind", "")
     page.wait_for_function("window.suaViewer.world.getItemCount() === 1", timeout=10_000)
+
+
+@pytest.mark.django_db
+def test_the_cohort_page_says_which_slides_have_regions_to_review(
+    computed: SlideHeatmap, people: dict[str, Any], demo_cohorts: dict[str, Any],
+) -> None:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(people["pathologist"])
+    page = client.get(f"/cohorts/{demo_cohorts['validation'].pk}/").content.decode()
+    row = page[page.index(f'data-slide="{computed.slide_id}"'):]
+    assert "3 flagged" in row[: row.index("</tr>")]
+    # The other validation slide has no heatmaps yet.
+    other = Slide.objects.filter(cohort=demo_cohorts["validation"]).exclude(pk=computed.slide_id).order_by("name")[0]
+    row = page[page.index(f'data-slide="{other.pk}"'):]
+    assert "no heatmaps" in row[: row.index("</tr>")]
