@@ -475,6 +475,37 @@ def calibrate_and_flag(
 
 
 
+def calibrate(
+    ensemble: Ensemble,
+    validation: Sequence[Cohort],
+    *,
+    ranges: Sequence[tuple[float, float]] | None = None,
+    uncertainty: str | None = None,
+    aggregate: str | None = None,
+    beta: float | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`calibrate_and_flag` for every SUA range, in one transaction; what each range got."""
+    uncertainty = uncertainty or settings.SUA_UNCERTAINTY
+    aggregate = aggregate or settings.SUA_AGGREGATE
+    known = NegativePredictionRegion.objects.filter(
+        heatmap__ensemble=ensemble, heatmap__slide__cohort__in=validation, is_false_negative__isnull=False,
+        uncertainty=uncertainty, aggregate=aggregate)
+    if not known.exists():
+        raise EnsembleError(
+            "these cohorts have no negative prediction regions with ground truth for this ensemble "
+            f"({uncertainty}, {aggregate}): run it over their annotated slides first")
+    out = []
+    with transaction.atomic():
+        for lower, upper in ranges or settings.SUA_RANGES:
+            threshold = calibrate_and_flag(ensemble, validation, lower=lower, upper=upper, uncertainty=uncertainty,
+                                           aggregate=aggregate, beta=beta)
+            flagged = NegativePredictionRegion.objects.filter(
+                heatmap__ensemble=ensemble, lower=lower, upper=upper, uncertainty=uncertainty, aggregate=aggregate,
+                flagged=True).count()
+            out.append({"lower": lower, "upper": upper, "threshold": threshold, "flagged": flagged})
+    return out
+
+
 # --- the demo ------------------------------------------------------------------------------
 
 DEMO_ENSEMBLE = "Demo ensemble"
@@ -532,12 +563,15 @@ def load_demo_ensemble(
     done = SlideHeatmap.objects.filter(ensemble=ensemble, status=SlideHeatmap.Status.DONE).select_related("slide")
     regions = sum(find_regions(heatmap) for heatmap in done)
     log_line(f"{regions} negative prediction regions on {done.count()} slides")
-    for lower, upper in settings.SUA_RANGES:
-        threshold = calibrate_and_flag(ensemble, validation, lower=lower, upper=upper)
-        flagged = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble, lower=lower, upper=upper,
-                                                          flagged=True).count()
+    try:
+        calibrated = calibrate(ensemble, validation)
+    except EnsembleError as exc:
+        calibrated = []
+        log_line(f"not calibrated: {exc}")
+    for entry in calibrated:
+        threshold = entry["threshold"]
         shown = "none (no false negatives in validation)" if threshold is None else f"{threshold:.4g}"
-        log_line(f"range ({lower:g}, {upper:g}): threshold {shown}, {flagged} regions flagged")
+        log_line(f"range ({entry['lower']:g}, {entry['upper']:g}): threshold {shown}, {entry['flagged']} regions flagged")
     from django.db.models import Count, Q
 
     busiest = (done.filter(slide__cohort__split=Cohort.Split.TEST)

@@ -18,6 +18,8 @@ from sua_portal.accounts.permissions import HasRole
 from sua_portal.ensembles import services
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.ensembles.serializers import (
+    CalibratedRangeSerializer,
+    CalibrateSerializer,
     EnsembleSerializer,
     HeatmapSerializer,
     ImportSerializer,
@@ -84,6 +86,28 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         except services.EnsembleError as exc:
             raise ValidationError({"members": [str(exc)]}) from None
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=CalibrateSerializer, responses=CalibratedRangeSerializer(many=True))
+    @action(detail=True, methods=["post"])
+    def calibrate(self, request: Request, pk: str | None = None) -> Response:
+        """Pick each SUA range's threshold on validation NPRs (exact F-beta) and flag every slide's NPRs."""
+        ensemble = self.get_object()
+        body = CalibrateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        wanted = set(body.validated_data["validation_cohorts"])
+        cohorts = list(Cohort.objects.filter(project=ensemble.project, pk__in=wanted))
+        if len(cohorts) != len(wanted):
+            raise ValidationError({"validation_cohorts": ["Some cohorts are not in this project."]})
+        if any(c.split != Cohort.Split.VALIDATION for c in cohorts):
+            names = ", ".join(c.name for c in cohorts if c.split != Cohort.Split.VALIDATION)
+            raise ValidationError({"validation_cohorts": [
+                f"Calibrate on validation cohorts only (not {names}): test cohorts must stay unseen."]})
+        options = {k: v for k, v in body.validated_data.items() if k != "validation_cohorts"}
+        try:
+            ranges = services.calibrate(ensemble, cohorts, **options)
+        except services.EnsembleError as exc:
+            raise ValidationError({"validation_cohorts": [str(exc)]}) from None
+        return Response(CalibratedRangeSerializer(ranges, many=True).data)
 
     @extend_schema(request=RunSerializer, responses={202: HeatmapSerializer(many=True)})
     @action(detail=True, methods=["post"])

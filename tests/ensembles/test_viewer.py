@@ -8,30 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from django.db.models import Count
 from PIL import Image
 
 from analysis.io import HEATMAP_RANGES
 from sua_portal.ensembles import services
 from sua_portal.ensembles.models import NegativePredictionRegion, SlideHeatmap
 from sua_portal.slides.models import Slide
-
-
-@pytest.fixture
-def computed(make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]) -> SlideHeatmap:
-    """One tumor slide's heatmaps, computed here, with its three highest-scoring NPRs flagged."""
-    ensemble = make_ensemble()
-    slide = Slide.objects.filter(cohort=demo_cohorts["validation"], has_tumor=True).order_by("name")[0]
-    heatmap = SlideHeatmap.objects.create(ensemble=ensemble, slide=slide)
-    assert services.infer(heatmap.pk) == "done"
-    heatmap.refresh_from_db()
-    assert services.find_regions(heatmap) >= 3
-    # The range with the most NPRs; flag its three highest scores (as a calibrated threshold would).
-    lower = (NegativePredictionRegion.objects.filter(heatmap=heatmap).values("lower")
-             .annotate(n=Count("id")).order_by("-n")[0]["lower"])
-    top = NegativePredictionRegion.objects.filter(heatmap=heatmap, lower=lower).order_by("-score")[:3]
-    NegativePredictionRegion.objects.filter(pk__in=[r.pk for r in top]).update(flagged=True)
-    return heatmap
 
 
 @pytest.mark.django_db
