@@ -271,7 +271,8 @@ class FCDenseNet(nn.Module):
         self.up = nn.ModuleList(up)
         self.classifier = nn.Conv2d(new_channels, config.n_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalise_and_pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` in [0, 1] -> standardised and padded to a multiple of :attr:`size_multiple`."""
         height, width = x.shape[-2], x.shape[-1]
         m = self.size_multiple
         pad_h = (m - height % m) % m
@@ -283,7 +284,11 @@ class FCDenseNet(nn.Module):
             # input is too small for reflect (pad must be < size).
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
-        x = self.first(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2], x.shape[-1]
+        x = self.first(self.normalise_and_pad(x))
         skips: list[torch.Tensor] = []
         for block, trans in zip(self.down, self.trans_down, strict=True):
             x = block(x)
@@ -437,14 +442,7 @@ def fcdensenet_probability(model: FCDenseNet, batch: torch.Tensor) -> torch.Tens
         ``(N, H, W)`` float32 in [0, 1].  Gradient mode is the caller's.
     """
     height, width = batch.shape[-2], batch.shape[-1]
-    m = model.size_multiple
-    pad_h = (m - height % m) % m
-    pad_w = (m - width % m) % m
-    x = (batch - model.mean) / model.std  # type: ignore[operator]
-    if pad_h > 0 or pad_w > 0:
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        x = F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
-    pieces = [model.first(x)]
+    pieces = [model.first(model.normalise_and_pad(batch))]
     skips: list[list[torch.Tensor]] = []
     for block, trans in zip(model.down, model.trans_down, strict=True):
         pieces = _dense_block_pieces(pieces, block)
