@@ -66,6 +66,7 @@ __all__ = [
     "SlideHeatmaps",
     "TTAPredictor",
     "TileGrid",
+    "check_tiling",
     "plan_tiles",
     "read_heatmap_tiff",
     "run_ensemble",
@@ -464,6 +465,38 @@ def _factor(level_downsample: float, heatmap_downsample: float) -> int:
     return factor
 
 
+def _check_core(tile_size: int, overlap: int, factor: int) -> None:
+    """A tile's core (what is kept after cropping ``overlap`` from each side) must be whole heatmap pixels."""
+    if overlap < 0:
+        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    core = tile_size - 2 * overlap
+    if core < factor or core % factor:
+        good = 2 * overlap + factor * max(1, round(core / factor))
+        raise ValueError(
+            f"tile_size - 2 * overlap = {core} must be a positive multiple of the heatmap/level factor {factor} "
+            f"(tile_size {tile_size}, overlap {overlap}); use a tile size such as {good} px"
+        )
+
+
+def check_tiling(*, tile_size: int, overlap: int, level_downsample: float, heatmap_downsample: float) -> int:
+    """Check that these tiles stitch into this heatmap before any slide is opened.
+
+    Returns
+    -------
+    int
+        The heatmap/level factor (heatmap pixel edge in pixels at ``level_downsample``).
+
+    Raises
+    ------
+    ValueError
+        When the heatmap is not a whole multiple of the level, or a tile's core is
+        not whole heatmap pixels; the message names a tile size that works.
+    """
+    factor = _factor(level_downsample, heatmap_downsample)
+    _check_core(tile_size, overlap, factor)
+    return factor
+
+
 def plan_tiles(
     level_grid: tuple[int, int],
     *,
@@ -486,14 +519,8 @@ def plan_tiles(
     tissue
         ``(H', W')`` bool on the heatmap grid, or None for every core.
     """
-    if overlap < 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}")
+    _check_core(tile_size, overlap, factor)
     core = tile_size - 2 * overlap
-    if core < factor or core % factor:
-        raise ValueError(
-            f"tile_size - 2 * overlap = {core} must be a positive multiple of the heatmap/level factor {factor} "
-            f"(tile_size {tile_size}, overlap {overlap})"
-        )
     height, width = level_grid
     hm_shape = (math.ceil(height / factor), math.ceil(width / factor))
     tops = np.arange(0, height, core)
@@ -757,7 +784,8 @@ def run_ensemble(
         if isinstance(members, Predictor)
         else EnsemblePredictor(list(members), device=device, autocast=autocast, workers=workers)
     )
-    factor = _factor(level_downsample, heatmap_downsample)
+    factor = check_tiling(tile_size=tile_size, overlap=overlap, level_downsample=level_downsample,
+                          heatmap_downsample=heatmap_downsample)
     slide = open_slide(slide_path)
     lvl = level_shape(slide, level_downsample)
     hm_shape = (math.ceil(lvl[0] / factor), math.ceil(lvl[1] / factor))

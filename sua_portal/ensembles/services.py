@@ -22,6 +22,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files import File
 from django.db import transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
@@ -65,24 +66,15 @@ def _torch_device(threads: int | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _check_tile_size(tile_size: int, level_downsample: float) -> None:
-    """Tiles must keep a core once the overlap is cropped, and the core must cover whole heatmap pixels."""
-    overlap = settings.INFERENCE_OVERLAP
-    if tile_size <= 2 * overlap:
-        raise EnsembleError(
-            f"tiles of {tile_size} px keep nothing once the {overlap} px overlap is cropped from each side; "
-            f"use a tile size above {2 * overlap} px")
-    factor = settings.HEATMAP_DOWNSAMPLE / level_downsample
-    core = tile_size - 2 * overlap
-    if factor < 1 or factor != int(factor):
-        raise EnsembleError(
-            f"the heatmap pixel ({settings.HEATMAP_DOWNSAMPLE:g} level-0 px) must be a whole multiple of the "
-            f"level the members run at (downsample {level_downsample:g})")
-    if core % int(factor):
-        good = 2 * overlap + int(factor) * max(1, round(core / factor))
-        raise EnsembleError(
-            f"a {tile_size} px tile keeps a {core} px core, which does not cover whole heatmap pixels of "
-            f"{int(factor)} px at this level; use a tile size such as {good} px")
+def _check_tile_size(tile_size: int, level_downsample: float, heatmap_downsample: float | None = None) -> None:
+    """The inference core's own check of the tiling, as a message for the person who chose it."""
+    from analysis.inference import check_tiling
+
+    try:
+        check_tiling(tile_size=tile_size, overlap=settings.INFERENCE_OVERLAP, level_downsample=level_downsample,
+                     heatmap_downsample=heatmap_downsample or settings.HEATMAP_DOWNSAMPLE)
+    except ValueError as exc:
+        raise EnsembleError(str(exc)) from None
 
 
 # --- members -------------------------------------------------------------------------------
@@ -228,13 +220,11 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
 
         trained = train_ensemble(config, train_slides, val_slides, progress=progress,
                                  device=_torch_device(threads), workers=workers)
-        import torch
-
         with transaction.atomic():
             for i, result in enumerate(trained):
                 member = rows[i]
                 with tempfile.NamedTemporaryFile(suffix=".pt") as tmp:
-                    torch.save({"config": result.network_config, "state_dict": result.state_dict}, tmp.name)
+                    result.save(tmp.name)
                     with open(tmp.name, "rb") as fh:
                         member.checkpoint.save(f"member-{i}.pt", File(fh), save=False)
                 member.config = {"network": result.network_config, "seed": config.seed_of(i),
@@ -325,7 +315,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
     progress = _Progress(heatmap_id, claim)
     downsample = heatmap_downsample or settings.HEATMAP_DOWNSAMPLE
     try:
-        _check_tile_size(ensemble.tile_size, ensemble.level_downsample)
+        _check_tile_size(ensemble.tile_size, ensemble.level_downsample, downsample)
         device = _torch_device(threads)
         members = load_members(ensemble, device=device)
         slide_path = _local_slide_path(heatmap.slide)
@@ -474,7 +464,6 @@ def calibrate_and_flag(
     return threshold
 
 
-
 def calibrate(
     ensemble: Ensemble,
     validation: Sequence[Cohort],
@@ -504,6 +493,20 @@ def calibrate(
                 flagged=True).count()
             out.append({"lower": lower, "upper": upper, "threshold": threshold, "flagged": flagged})
     return out
+
+
+def flagged_per_slide(slides: Iterable[Slide | int]) -> dict[int, int]:
+    """Regions flagged for review on each slide (slides with none are left out).
+
+    SUA ranges are alternative views of the same slide (their regions overlap), so a
+    slide's count is the most flagged in any one range of any one ensemble, never a sum.
+    """
+    counts: dict[int, int] = {}
+    rows = (NegativePredictionRegion.objects.filter(heatmap__slide__in=slides, flagged=True)
+            .values("heatmap__slide", "heatmap", "lower").annotate(n=Count("id")))
+    for row in rows:
+        counts[row["heatmap__slide"]] = max(counts.get(row["heatmap__slide"], 0), row["n"])
+    return counts
 
 
 # --- the demo ------------------------------------------------------------------------------
@@ -572,11 +575,9 @@ def load_demo_ensemble(
         threshold = entry["threshold"]
         shown = "none (no false negatives in validation)" if threshold is None else f"{threshold:.4g}"
         log_line(f"range ({entry['lower']:g}, {entry['upper']:g}): threshold {shown}, {entry['flagged']} regions flagged")
-    from django.db.models import Count, Q
-
-    busiest = (done.filter(slide__cohort__split=Cohort.Split.TEST)
-               .annotate(n=Count("regions", filter=Q(regions__flagged=True))).order_by("-n").first())
-    if busiest is not None and busiest.n:  # type: ignore[attr-defined]
-        log_line(f"Most flagged regions: {busiest.slide.name} ({busiest.n} over all SUA ranges), "  # type: ignore[attr-defined]
-                 f"the viewer at /slides/{busiest.slide_id}/")
+    flagged = flagged_per_slide(slides.filter(cohort__split=Cohort.Split.TEST))
+    if flagged:
+        busiest = max(flagged, key=lambda pk: flagged[pk])
+        log_line(f"Most flagged regions: {Slide.objects.get(pk=busiest).name} ({flagged[busiest]}), "
+                 f"the viewer at /slides/{busiest}/")
     return ensemble

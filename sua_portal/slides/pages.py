@@ -47,21 +47,15 @@ def cohort_page(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _add_review_state(slides: Sequence[Slide]) -> None:
-    """Per slide: how far its heatmaps are, and how many regions are flagged for review.
-
-    SUA ranges are alternative views of the same slide (their regions overlap), so the
-    count is the largest number flagged in any one range, never their sum.
-    """
-    from sua_portal.ensembles.models import NegativePredictionRegion, SlideHeatmap
+    """Per slide: how far its heatmaps are, and how many regions are flagged for review."""
+    from sua_portal.ensembles.models import SlideHeatmap
+    from sua_portal.ensembles.services import flagged_per_slide
 
     heatmaps: dict[int, list[tuple[str, float]]] = {}
     for slide_id, status, progress in SlideHeatmap.objects.filter(slide__in=slides).values_list(
             "slide", "status", "progress"):
         heatmaps.setdefault(slide_id, []).append((status, progress))
-    flagged: dict[int, int] = {}
-    for row in (NegativePredictionRegion.objects.filter(heatmap__slide__in=slides, flagged=True)
-                .values("heatmap__slide", "heatmap", "lower").annotate(n=Count("id"))):
-        flagged[row["heatmap__slide"]] = max(flagged.get(row["heatmap__slide"], 0), row["n"])
+    flagged = flagged_per_slide(slides)
     for slide in slides:
         states = heatmaps.get(slide.pk, [])
         running = [p for s, p in states if s in ("queued", "running")]
