@@ -28,6 +28,7 @@ ASAP XML (with a ``_2`` exclusion that cuts nothing), QuPath GeoJSON, and
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,3 +201,14 @@ def write_cohort(root: Path, slides: list[SlideSpec] = SLIDES) -> Cohort:
 def cohort(tmp_path_factory: pytest.TempPathFactory) -> Cohort:
     """The twelve-slide cohort, written once per test session (read-only for tests)."""
     return write_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for a module: an oversubscribed OpenMP pool on shared cores is far slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

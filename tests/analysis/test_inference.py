@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +28,8 @@ from analysis.models import build_network
 from analysis.slide_io import level_shape, open_slide, read_region, tissue_mask
 from analysis.uncertainty import binary_entropy
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _few_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread (tests/analysis/conftest.py): the two cores are shared with other work.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_slide(path: Path, image: np.ndarray, *, tile: int = 64) -> Path:

@@ -7,7 +7,6 @@ import json
 import math
 import pickle
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,8 @@ from analysis.models import (
     tumor_probability,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _few_threads() -> Iterator[None]:
-    # Two CPU cores are shared with other work: keep torch to one thread here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread (tests/analysis/conftest.py): the two cores are shared with other work.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _same_output(a: nn.Module, b: nn.Module, shape: tuple[int, ...] = (2, 3, 48, 40)) -> bool:
