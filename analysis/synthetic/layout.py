@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from shapely.geometry import Polygon
 
+from analysis.synthetic.cells import PLACED_TYPES
 from analysis.synthetic.metastases import place_lesion
 from analysis.synthetic.node import vessels
 from analysis.synthetic.noise import smooth_noise, smoothstep
@@ -15,7 +16,6 @@ from analysis.synthetic.shapes import Blob, as_polygon, major_axis, random_blob
 from analysis.synthetic.spec import F32, ITC_MAX_UM, LesionKind, SlideSpec
 
 FIELD_H, FIELD_E, FIELD_EFIB, FIELD_TISSUE, FIELD_FAT = range(5)
-_DENSITY_TYPES = ("lymph", "centroblast", "tbm", "histiocyte", "fibro", "tumor", "rbc")
 
 
 @dataclass
@@ -229,13 +229,13 @@ def build_layout(spec: SlideSpec, rng: np.random.Generator) -> Layout:
     Hb = np.zeros((ny, nx), np.float32)
     Eb = np.zeros((ny, nx), np.float32)
     fib = np.zeros((ny, nx), np.float32)
-    dens = {t: np.zeros((ny, nx), np.float32) for t in _DENSITY_TYPES}
+    dens = {t: np.zeros((ny, nx), np.float32) for t in PLACED_TYPES}
 
     def paint(w: F32, h: float, e: float, fibrous: float = 0.0, **d: float) -> None:
         _paint(Hb, w, h)
         _paint(Eb, w, e)
         _paint(fib, w, fibrous)
-        for t in _DENSITY_TYPES:
+        for t in PLACED_TYPES:
             _paint(dens[t], w, d.get(t, 0.0))
 
     para_mod = (0.1 * n2 + 0.05 * n3).astype(np.float32)
