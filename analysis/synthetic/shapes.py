@@ -41,6 +41,17 @@ class Blob:
             mod = mod - depth * np.exp(-((d / width) ** 2))
         return np.asarray(r * np.maximum(mod, 0.2), dtype=np.float64)
 
+    def radius_at(self, theta: float) -> float:
+        """Radius (px) along one direction ``theta`` (radians)."""
+        return float(self.radius(np.array([theta]))[0])
+
+    def hilum(self) -> tuple[float, float]:
+        """Level-0 position of the hilum: the outline point at the centre of the dent."""
+        assert self.dent is not None, "a node outline has a dent at its hilum"
+        ang = self.dent[0]
+        rr = self.radius_at(ang)
+        return self.cx + rr * math.cos(ang), self.cy + rr * math.sin(ang)
+
     def sdf(self, x: F64, y: F64) -> F64:
         dx = x - self.cx
         dy = y - self.cy
