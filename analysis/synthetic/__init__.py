@@ -35,14 +35,15 @@ Example::
 Command line: ``python -m analysis.synthetic OUT_DIR [--preset demo|test] [--seed N]``.
 
 The package's modules, in the order a slide is made: :mod:`~analysis.synthetic.spec`
-(what a slide is made from and what comes back), :mod:`~analysis.synthetic.layout`
-(nodes, fat, regions of the node and metastases as low-resolution fields, with
-:mod:`~analysis.synthetic.node` and :mod:`~analysis.synthetic.metastases`),
-:mod:`~analysis.synthetic.cells` (the cell types, as data, and their stamps),
-:mod:`~analysis.synthetic.placement` (where the cells go),
+(what a slide is made from and what comes back); :mod:`~analysis.synthetic.layout`
+(the tissue compartments, as data, painted on the field grid of
+:mod:`~analysis.synthetic.grid` from :mod:`~analysis.synthetic.node` and
+:mod:`~analysis.synthetic.metastases`); :mod:`~analysis.synthetic.cells` (the cell
+types, as data, drawn with :mod:`~analysis.synthetic.stamps`);
+:mod:`~analysis.synthetic.placement` (where the cells go);
 :mod:`~analysis.synthetic.stains` and :mod:`~analysis.synthetic.render` (colour, band
-by band), :mod:`~analysis.synthetic.tiff` (the pyramid), :mod:`~analysis.synthetic.slide`
-and :mod:`~analysis.synthetic.cohort` (the public entry points).  Only the names
+by band); :mod:`~analysis.synthetic.tiff` (the pyramid); :mod:`~analysis.synthetic.slide`
+and :mod:`~analysis.synthetic.cohort` (the entry points).  Only the names
 below are public; the modules' own names may change.
 """
 

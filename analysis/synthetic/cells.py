@@ -41,12 +41,12 @@ class CellType:
 
     Attributes:
         name: key of its stamp bank and density field.
+        look: composes the parts below into one stamp.
         stamps: variants in its bank (orientations x variants for oriented cells).
         half_size_um: how far the cell reaches from its centre (µm): sets the stamp size.
         nucleus: outline of the nucleus (for red cells: of the whole disc).
         chromatin: texture of the nucleus, None for cells without one.
         cytoplasm: outline of the cytoplasm, None where it is drawn as a rim or not at all.
-        look: composes the parts above into one stamp.
         hematoxylin_gain: factor on the hematoxylin of the finished bank.
         spacing_um: spacing of the jittered lattice its cells are thinned from; None for
             cells not placed on their own (mitoses replace tumor cells).
@@ -57,12 +57,12 @@ class CellType:
     """
 
     name: str
+    look: Look
     stamps: int
     half_size_um: float
     nucleus: Outline | Spindle
-    chromatin: Chromatin | None
-    cytoplasm: Outline | None
-    look: Look
+    chromatin: Chromatin | None = None
+    cytoplasm: Outline | None = None
     hematoxylin_gain: float = 1.0
     spacing_um: float | None = None
     clears_um: float | None = None
@@ -226,84 +226,55 @@ def _red_blood_cell(
 CELL_TYPES: tuple[CellType, ...] = (
     # small (6-8 µm), round, dense coarse chromatin, scant cytoplasm
     CellType(
-        "lymph",
-        stamps=32,
-        half_size_um=4.6,
+        "lymph", _lymphocyte, stamps=32, half_size_um=4.6, hematoxylin_gain=2.05,
         nucleus=Outline((2.9, 3.9), (1.0, 1.18), (Harmonic(3, (0.0, 0.05)),)),
         chromatin=Chromatin(1.0, 0.22, 0.7, min_grain_px=0.5),
-        cytoplasm=None,
-        look=_lymphocyte, hematoxylin_gain=2.05, spacing_um=8.0, yields=True,
-        among_tumor=0.04,  # isolated tumor cells sit among lymphocytes
+        spacing_um=8.0, yields=True, among_tumor=0.04,  # isolated tumor cells sit among lymphocytes
     ),
     # germinal-centre blasts: 9-12 µm, vesicular, nucleoli at the membrane
     CellType(
-        "centroblast",
-        stamps=24,
-        half_size_um=6.5,
+        "centroblast", _centroblast, stamps=24, half_size_um=6.5, hematoxylin_gain=1.55,
         nucleus=Outline((4.0, 5.2), (1.0, 1.25), (Harmonic(2, (0.0, 0.05)),)),
         chromatin=Chromatin(0.75, 0.2, 0.6, min_grain_px=0.5),
-        cytoplasm=None,
-        look=_centroblast, hematoxylin_gain=1.55, spacing_um=12.5, clears_um=6.0, yields=True,
+        spacing_um=12.5, clears_um=6.0, yields=True,
     ),
     # tingible-body macrophages of the germinal centre
     CellType(
-        "tbm",
-        stamps=12,
-        half_size_um=12.5,
-        nucleus=Outline((3.5, 4.5), 1.4),
-        chromatin=Chromatin(0.75, 0.1, 1.0),
+        "tbm", _tingible_body_macrophage, stamps=12, half_size_um=12.5,
+        nucleus=Outline((3.5, 4.5), 1.4), chromatin=Chromatin(0.75, 0.1, 1.0),
         cytoplasm=Outline((9.0, 12.0), (1.0, 1.3), (Harmonic(3, 0.06),), soft_um=1.2),
-        look=_tingible_body_macrophage, spacing_um=42.0, clears_um=9.5,
+        spacing_um=42.0, clears_um=9.5,
     ),
     # sinus histiocytes
     CellType(
-        "histiocyte",
-        stamps=16,
-        half_size_um=11.5,
-        nucleus=Outline((3.8, 5.2), (1.3, 1.8), (Harmonic(2, 0.12, 0.0),)),
-        chromatin=Chromatin(1.05, 0.2, 0.5),
+        "histiocyte", _histiocyte, stamps=16, half_size_um=11.5,
+        nucleus=Outline((3.8, 5.2), (1.3, 1.8), (Harmonic(2, 0.12, 0.0),)), chromatin=Chromatin(1.05, 0.2, 0.5),
         cytoplasm=Outline((7.5, 10.5), (1.0, 1.4), (Harmonic(3, 0.07),), soft_um=2.5),
-        look=_histiocyte, spacing_um=20.0, clears_um=7.0, yields=True,
+        spacing_um=20.0, clears_um=7.0, yields=True,
     ),
     # fibroblasts and endothelium: 16 orientations x 3 variants
     CellType(
-        "fibro",
-        stamps=48,
-        half_size_um=10.5,
-        nucleus=Spindle(half_length_um=(6.0, 9.5), half_width_um=(1.5, 2.2)),
-        chromatin=Chromatin(1.15, 0.2, 0.6),
-        cytoplasm=None,
-        look=_fibroblast, spacing_um=22.0, orientations=16,
+        "fibro", _fibroblast, stamps=48, half_size_um=10.5, orientations=16,
+        nucleus=Spindle(half_length_um=(6.0, 9.5), half_width_um=(1.5, 2.2)), chromatin=Chromatin(1.15, 0.2, 0.6),
+        spacing_um=22.0,
     ),
     # carcinoma: nuclei 12-20 µm (radius 6.5-10, giants 10-12), cytoplasm 4-7 µm beyond the nucleus
     CellType(
-        "tumor",
-        stamps=48,
-        half_size_um=16.5,
+        "tumor", _carcinoma, stamps=48, half_size_um=16.5, hematoxylin_gain=1.35,
         nucleus=Outline((6.5, 10.0), (1.0, 1.7), tuple(Harmonic(k, (0.0, 0.24 / k)) for k in (2, 3, 4, 5))),
         chromatin=Chromatin(0.3, 0.2, 0.9, min_grain_px=0.6),
         cytoplasm=Outline((4.0, 7.0), (1.0, 1.3), (Harmonic(4, 0.05),), soft_um=1.8),
-        look=_carcinoma, hematoxylin_gain=1.35, spacing_um=21.0, clears_um=11.0,
+        spacing_um=21.0, clears_um=11.0,
     ),
-    # mitotic figures among the carcinoma cells
+    # mitotic figures among the carcinoma cells (not placed on their own lattice)
     CellType(
-        "mitosis",
-        stamps=6,
-        half_size_um=16.5,
+        "mitosis", _mitosis, stamps=6, half_size_um=16.5,
         nucleus=Outline((4.0, 6.0), (3.0, 5.0), (Harmonic(5, 0.15, 0.0), Harmonic(7, 0.1, 1.0))),
         chromatin=Chromatin(2.6, 0.6, 0.5),
-        cytoplasm=None,
-        look=_mitosis,
     ),
-    # red blood cells in vessel lumens
+    # red blood cells in vessel lumens: a disc, no nucleus
     CellType(
-        "rbc",
-        stamps=8,
-        half_size_um=4.5,
-        nucleus=Outline((3.2, 3.9), (1.0, 1.25)),
-        chromatin=None,
-        cytoplasm=None,
-        look=_red_blood_cell, spacing_um=6.5,
+        "rbc", _red_blood_cell, stamps=8, half_size_um=4.5, nucleus=Outline((3.2, 3.9), (1.0, 1.25)), spacing_um=6.5
     ),
 )
 

@@ -7,7 +7,7 @@ import json
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,42 +84,56 @@ _LESION_PLANS: tuple[tuple[LesionKind, ...], ...] = (
 )
 
 
+@dataclass(frozen=True)
+class _CohortPreset:
+    """Slides per split as (tumor, tumor-free), their sizes (cycled through), resolution (µm/px) and
+    whether macro-metastases fit (they do not on the small test slides: their lesion plans leave them out).
+    """
+
+    slides: Mapping[str, tuple[int, int]]
+    sizes: tuple[tuple[int, int], ...]
+    mpp: float
+    macro: bool
+
+
+_PRESETS: dict[str, _CohortPreset] = {
+    "demo": _CohortPreset(
+        slides={"train": (3, 3), "validation": (2, 2), "test_in_domain": (2, 2), "test_shifted": (2, 2)},
+        sizes=((8192, 6144), (6144, 8192), (7168, 7168), (8192, 7168), (7168, 6144)),
+        mpp=1.0,
+        macro=True,
+    ),
+    "test": _CohortPreset(
+        slides={"train": (1, 1), "validation": (1, 1), "test_in_domain": (1, 1), "test_shifted": (1, 1)},
+        sizes=((1024, 768), (768, 1024), (1024, 1024)),
+        mpp=2.0,
+        macro=False,
+    ),
+}
+
+
 def _cohort_jobs(preset: Preset, seed: int) -> list[_Job]:
-    if preset == "demo":
-        counts = {"train": (3, 3), "validation": (2, 2), "test_in_domain": (2, 2), "test_shifted": (2, 2)}
-        sizes = [(8192, 6144), (6144, 8192), (7168, 7168), (8192, 7168), (7168, 6144)]
-        mpp = 1.0
-    elif preset == "test":
-        counts = {"train": (1, 1), "validation": (1, 1), "test_in_domain": (1, 1), "test_shifted": (1, 1)}
-        sizes = [(1024, 768), (768, 1024), (1024, 1024)]
-        mpp = 2.0
-    else:
+    if preset not in _PRESETS:
         raise ValueError(f"unknown preset {preset!r}; use 'demo' or 'test'")
+    p = _PRESETS[preset]
     jobs: list[_Job] = []
     n = 0
     plan_i = 0
     for split, domain in SPLITS:
-        n_tumor, n_free = counts[split]
+        n_tumor, n_free = p.slides[split]
         labels = [True] * n_tumor + [False] * n_free
         # interleave so ids do not give the label away
         rng = np.random.default_rng([seed, n])
         labels = [labels[i] for i in rng.permutation(len(labels))]
         for k, tumor in enumerate(labels):
-            w, h = sizes[n % len(sizes)]
+            w, h = p.sizes[n % len(p.sizes)]
             lesions: tuple[LesionKind, ...] | None = None
             if tumor:
                 plan = _LESION_PLANS[plan_i % len(_LESION_PLANS)]
                 plan_i += 1
-                lesions = plan if preset == "demo" else tuple(k2 for k2 in plan if k2 != "macro") or ("micro",)
-            spec = SlideSpec(
-                seed=seed * 1000 + n,
-                width=w,
-                height=h,
-                mpp=mpp,
-                tumor=tumor,
-                domain=domain,
-                lesions=lesions,
-            )
+                lesions = plan if p.macro else tuple(k2 for k2 in plan if k2 != "macro") or ("micro",)
+            spec = SlideSpec(seed=seed * 1000 + n, width=w, height=h, mpp=p.mpp, tumor=tumor, domain=domain,
+                             lesions=lesions)
             jobs.append(_Job(f"{split}_{k + 1:02d}", split, spec))
             n += 1
     return jobs

@@ -11,7 +11,7 @@ from analysis.synthetic.layout import FIELD_E, FIELD_EFIB, FIELD_FAT, FIELD_H, F
 from analysis.synthetic.noise import binomial_blur, periodic_noise
 from analysis.synthetic.placement import place_cells
 from analysis.synthetic.spec import F32, I64, U8, SlideSpec
-from analysis.synthetic.stains import IN_DOMAIN, SHIFTED, unit_vector
+from analysis.synthetic.stains import STAIN_MODELS, unit_vector
 
 #: Slides up to this width get textures pre-widened to their width (faster, ~(512 x width) floats each).
 _WIDEN_MAX = 16384
@@ -27,7 +27,7 @@ class Renderer:
         self.layout = build_layout(spec, np.random.default_rng(s_layout))
         self.banks = make_banks(np.random.default_rng(s_banks), self.um)
         self.cells = place_cells(spec, self.layout, self.banks, np.random.default_rng(s_cells))
-        self.stain = SHIFTED if spec.domain == "shifted" else IN_DOMAIN
+        self.stain = STAIN_MODELS[spec.domain]
         self.pad = max(b.size for b in self.banks.values()) // 2 + 1
         self.margin = self.stain.blur_passes
         self._make_textures(np.random.default_rng(s_tex))

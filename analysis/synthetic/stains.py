@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.synthetic.spec import F32
+from analysis.synthetic.spec import F32, Domain
 
 
 @dataclass(frozen=True)
@@ -53,3 +53,6 @@ def unit_vector(v: tuple[float, float, float]) -> F32:
     a = np.asarray(v, dtype=np.float32)
     return (a / np.linalg.norm(a)).astype(np.float32)
 
+
+#: The stain model of each domain.
+STAIN_MODELS: dict[Domain, StainModel] = {"in-domain": IN_DOMAIN, "shifted": SHIFTED}

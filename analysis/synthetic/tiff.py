@@ -43,6 +43,7 @@ def _tiles_of(a: U8, tile: int) -> Iterator[U8]:
 
 
 def _description(spec: SlideSpec, level: int) -> str:
+    """ImageDescription of a level: Aperio-style ``key = value`` fields that viewers read (MPP, AppMag)."""
     w, h = spec.level_sizes()[level]
     return (
         f"SUA Portal synthetic H&E lymph node {w}x{h} ({spec.tile_size}x{spec.tile_size}) JPEG/RGB "
@@ -66,6 +67,7 @@ def write_tiff(spec: SlideSpec, renderer: Renderer, path: Path) -> None:
 
 
 def _write_levels(spec: SlideSpec, renderer: Renderer, path: Path, level1: U8) -> None:
+    """Stream level 0 band by band (filling ``level1``, (ceil(h/2), ceil(w/2), 3)), then halve level 1 onwards."""
     ts = spec.tile_size
     sizes = spec.level_sizes()
     W, H = sizes[0]
