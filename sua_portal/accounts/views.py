@@ -42,8 +42,9 @@ class ProjectViewSet(viewsets.ModelViewSet):
             project = serializer.save(created_by=self.request.user)
             Membership.objects.create(project=project, user=cast(User, self.request.user))
 
-    @extend_schema(request=MemberSerializer, responses=MemberSerializer(many=True))
-    @action(detail=True, methods=["get", "post"])
+    @extend_schema(methods=["GET"], responses=MemberSerializer(many=True))
+    @extend_schema(methods=["POST"], request=MemberSerializer, responses={201: MemberSerializer(many=True)})
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def members(self, request: Request, pk: str | None = None) -> Response:
         project = self.get_object()
         if request.method == "POST":

@@ -157,7 +157,7 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
                     OpenApiParameter("lower", float, description="only the NPRs of the range starting here")],
         responses=RegionSerializer(many=True),
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def regions(self, request: Request, pk: str | None = None) -> Response:
         heatmap = self.get_object()
         regions = heatmap.regions.all()

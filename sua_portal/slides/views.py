@@ -25,7 +25,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -40,6 +39,7 @@ from rest_framework.views import APIView
 
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
+from sua_portal.core.schema import PortalAutoSchema
 from sua_portal.slides import services, tiles
 from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
 from sua_portal.slides.serializers import (
@@ -343,7 +343,7 @@ class SlideViewSet(
         methods=["POST"], request={"multipart/form-data": AnnotationUploadSerializer},
         responses={201: AnnotationSerializer, 400: OpenApiResponse(description="does not parse, or outside the slide")},
     )
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def annotations(self, request: Request, pk: str | None = None) -> Response:
         if request.method == "POST":
             _to_disk(request)
@@ -452,7 +452,7 @@ class _ImageSlide:
     size_bytes: int
 
 
-class _ImageViewSchema(AutoSchema):
+class _ImageViewSchema(PortalAutoSchema):
     def get_auth(self) -> list[dict[str, list[str]]]:
         # The cached authenticators are DRF's session and token authentication with a short memory:
         # document them as those two schemes, not as two more of the same name.
