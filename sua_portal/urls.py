@@ -8,9 +8,12 @@ from rest_framework.routers import DefaultRouter
 
 from sua_portal.accounts.views import ProjectViewSet, me
 from sua_portal.core import pages
-from sua_portal.core.views import healthz
+from sua_portal.core.views import healthz, not_found
 from sua_portal.ensembles import urls as ensemble_urls
 from sua_portal.slides import urls as slide_urls
+
+# An API URL with a malformed id (``/api/slides/0.5/``) matches no route: answer it in JSON too.
+handler404 = not_found
 
 router = DefaultRouter()
 router.register("projects", ProjectViewSet, basename="project")

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -29,6 +29,8 @@ from sua_portal.ensembles.serializers import (
 )
 from sua_portal.slides.models import Cohort, Slide
 
+_NOT_YOUR_PROJECT = OpenApiResponse(description="the project is not one of the caller's")
+
 
 def _member_project(request: Request, project_id: int) -> Project:
     try:
@@ -50,7 +52,7 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         return Ensemble.objects.filter(project__in=Project.objects.visible_to(self.request.user)).prefetch_related(
             "members")
 
-    @extend_schema(request=TrainSerializer, responses={202: EnsembleSerializer})
+    @extend_schema(request=TrainSerializer, responses={202: EnsembleSerializer, 404: _NOT_YOUR_PROJECT})
     @action(detail=False, methods=["post"])
     def train(self, request: Request) -> Response:
         body = TrainSerializer(data=request.data)
@@ -70,7 +72,8 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"config": [str(exc)]}) from None
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request={"multipart/form-data": ImportSerializer}, responses={201: EnsembleSerializer})
+    @extend_schema(request={"multipart/form-data": ImportSerializer},
+                   responses={201: EnsembleSerializer, 404: _NOT_YOUR_PROJECT})
     @action(detail=False, methods=["post"], url_path="import", allowed_roles=(roles.ADMIN,))
     def import_members(self, request: Request) -> Response:
         body = ImportSerializer(data={**request.data.dict(), "members": request.FILES.getlist("members")}

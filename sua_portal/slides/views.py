@@ -146,7 +146,8 @@ class CohortViewSet(viewsets.ModelViewSet):
     def get_serializer_class(self) -> Any:
         return CohortCreateSerializer if self.action == "create" else CohortSerializer
 
-    @extend_schema(request=CohortCreateSerializer, responses={201: CohortSerializer})
+    @extend_schema(request=CohortCreateSerializer, responses={
+        201: CohortSerializer, 404: OpenApiResponse(description="the project is not one of the caller's")})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = CohortCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -274,7 +275,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.update(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses={201: SlideSerializer})
+    @extend_schema(request=None, responses={
+        201: SlideSerializer, 409: OpenApiResponse(description="bytes are missing: the body says the offset")})
     @action(detail=True, methods=["post"])
     def complete(self, request: Request, pk: str | None = None) -> Response:
         upload = self.get_object()
