@@ -129,13 +129,16 @@ LOGOUT_REDIRECT_URL = "login"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "sua_portal.accounts.authentication.PersonalTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "sua_portal.core.schema.PortalAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "sua_portal.core.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": envint("API_PAGE_SIZE", 100),
 }
+# Personal API tokens: valid this many days unless asked otherwise, and at most API_TOKEN_MAX_DAYS.
+API_TOKEN_DAYS = envint("API_TOKEN_DAYS", 90)
+API_TOKEN_MAX_DAYS = envint("API_TOKEN_MAX_DAYS", 365)
 # The largest ?limit= a list answers; more is a 400 naming the bound.
 API_MAX_PAGE_SIZE = envint("API_MAX_PAGE_SIZE", 1000)
 SPECTACULAR_SETTINGS = {

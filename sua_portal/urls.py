@@ -6,7 +6,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from sua_portal.accounts.views import ProjectViewSet, me
+from sua_portal.accounts import pages as account_pages
+from sua_portal.accounts.views import ApiTokenViewSet, ProjectViewSet, me
 from sua_portal.core import pages
 from sua_portal.core.views import healthz, not_found
 from sua_portal.ensembles import urls as ensemble_urls
@@ -17,12 +18,14 @@ handler404 = not_found
 
 router = DefaultRouter()
 router.register("projects", ProjectViewSet, basename="project")
+router.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
     path("", pages.home, name="home"),
     path("healthz", healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/tokens/", account_pages.api_tokens, name="api-tokens"),
     path("admin/", admin.site.urls),
     path("api/me/", me, name="me"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -28,7 +28,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.parsers import DataAndFiles, JSONParser, MultiPartParser
@@ -37,6 +37,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from sua_portal.accounts.authentication import PersonalTokenAuthentication
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
 from sua_portal.core.schema import PortalAutoSchema
@@ -419,7 +420,7 @@ _slides = _TTLCache()
 _paths = _TTLCache()
 
 
-class _CachedTokenAuthentication(TokenAuthentication):
+class _CachedTokenAuthentication(PersonalTokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         hit = _tokens.get(key)
         if hit is not None:
