@@ -49,11 +49,12 @@ class PortalAutoSchema(AutoSchema):
         if "{" in self.path:
             errors["404"] = self._error(ErrorSerializer, "No such object among the caller's projects.")
         for code, error in errors.items():
-            # A view's own description of the code wins; it gets the body schema when it has none.
-            if code not in responses:
-                responses[code] = error
-            elif "content" not in responses[code]:
-                responses[code] = {**error, "description": responses[code].get("description") or error["description"]}
+            responses.setdefault(code, error)
+        for code, response in responses.items():
+            # A view's own 4xx (409, 413, ...) keeps its description and gets the error body it is sent with.
+            if code.startswith("4") and "content" not in response:
+                body = VALIDATION_ERROR if code == "400" else ErrorSerializer
+                responses[code] = {**self._error(body, ""), "description": response.get("description", "")}
         return responses
 
     def _map_basic_serializer(self, serializer: Any, direction: Any) -> dict[str, Any]:

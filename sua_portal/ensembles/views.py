@@ -176,7 +176,8 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("kind", str, enum=list(services.HEATMAP_KINDS), default="segmentation")],
-        responses={(200, "image/png"): OpenApiTypes.BINARY},
+        responses={(200, "image/png"): OpenApiTypes.BINARY,
+                   304: OpenApiResponse(description="Not modified (If-None-Match had the ETag)")},
     )
     @action(detail=True, methods=["get"])
     def image(self, request: Request, pk: str | None = None) -> HttpResponse:

@@ -40,7 +40,7 @@ from rest_framework.views import APIView
 from sua_portal.accounts.authentication import PersonalTokenAuthentication
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
-from sua_portal.core.schema import PortalAutoSchema
+from sua_portal.core.schema import ErrorSerializer, PortalAutoSchema
 from sua_portal.slides import services, tiles
 from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
 from sua_portal.slides.serializers import (
@@ -200,7 +200,8 @@ class CohortViewSet(viewsets.ModelViewSet):
         return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
-        request=UploadStartSerializer, responses={201: SlideUploadSerializer},
+        request=UploadStartSerializer,
+        responses={201: SlideUploadSerializer, 413: OpenApiResponse(description="bigger than SLIDE_MAX_UPLOAD_BYTES")},
         summary="Start a resumable upload: then PUT chunks to /api/uploads/{id}/ and POST .../complete/",
     )
     @action(detail=True, methods=["post"])
@@ -240,7 +241,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     def perform_destroy(self, instance: SlideUpload) -> None:
         services.cancel_upload(instance)
 
-    @extend_schema(
+    # PUT and PATCH both take a chunk.
+    _chunk_schema = extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
         parameters=[
             OpenApiParameter("Content-Range", str, OpenApiParameter.HEADER, description="bytes START-END/SIZE"),
@@ -248,6 +250,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
         ],
         responses={200: SlideUploadSerializer, 409: OpenApiResponse(description="wrong offset: the body says which")},
     )
+
+    @_chunk_schema
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         upload = self.get_object()
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -273,11 +277,14 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
             return _rejected(exc)
         return Response(SlideUploadSerializer(upload).data)
 
+    @_chunk_schema
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.update(request, *args, **kwargs)
 
     @extend_schema(request=None, responses={
-        201: SlideSerializer, 409: OpenApiResponse(description="bytes are missing: the body says the offset")})
+        201: SlideSerializer, 409: OpenApiResponse(description="bytes are missing (the body says the offset), or "
+                                                          "the same file is in the cohort"),
+        410: OpenApiResponse(description="the uploaded bytes are gone from the server: start again")})
     @action(detail=True, methods=["post"])
     def complete(self, request: Request, pk: str | None = None) -> Response:
         upload = self.get_object()
@@ -325,7 +332,8 @@ class SlideViewSet(
         slide = services.recheck_slide(self.get_object())
         return Response(SlideSerializer(slide).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="What large-image reads from the file")
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 409: OpenApiResponse(description="the file cannot be read")},
+                   summary="What large-image reads from the file")
     @action(detail=True, methods=["get"])
     def metadata(self, request: Request, pk: str | None = None) -> Response:
         slide = self.get_object()
@@ -344,7 +352,8 @@ class SlideViewSet(
     @extend_schema(methods=["GET"], responses=AnnotationSerializer(many=True))
     @extend_schema(
         methods=["POST"], request={"multipart/form-data": AnnotationUploadSerializer},
-        responses={201: AnnotationSerializer, 400: OpenApiResponse(description="does not parse, or outside the slide")},
+        responses={201: AnnotationSerializer, 400: OpenApiResponse(description="does not parse, or outside the slide"),
+                   413: OpenApiResponse(description="larger than annotation files may be")},
     )
     @action(detail=True, methods=["get", "post"], pagination_class=None)
     def annotations(self, request: Request, pk: str | None = None) -> Response:
@@ -460,6 +469,13 @@ class _ImageViewSchema(PortalAutoSchema):
         # The cached authenticators are DRF's session and token authentication with a short memory:
         # document them as those two schemes, not as two more of the same name.
         return [{"cookieAuth": []}, {"tokenAuth": []}]
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        if direction == "response":
+            responses.setdefault("304", {"description": "Not modified (If-None-Match had the ETag)"})
+            responses.setdefault("409", self._error(ErrorSerializer, "The slide failed its check or its file is missing."))
+        return responses
 
 
 class _SlideImageView(APIView):
