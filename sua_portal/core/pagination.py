@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
+
+from sua_portal.core.params import query_int
 
 #: PostgreSQL's largest bigint: no OFFSET beyond it can be sent to the database.
 MAX_OFFSET = 2**63 - 1
@@ -24,29 +25,15 @@ def max_page_size() -> int:
     return int(settings.API_MAX_PAGE_SIZE)
 
 
-def _bounded_int(request: Request, name: str, *, low: int, high: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError({name: [f"{raw[:40]!r} is not a whole number."]}) from None
-    if not low <= value <= high:
-        raise ValidationError({name: [f"{name} must be between {low} and {high}, not {value}."]})
-    return value
-
-
 class BoundedLimitOffsetPagination(LimitOffsetPagination):
     """``?limit=`` (1 to API_MAX_PAGE_SIZE, default PAGE_SIZE) and ``?offset=`` (0 or more), checked."""
 
     def get_limit(self, request: Request) -> int | None:
-        limit = _bounded_int(request, self.limit_query_param, low=1, high=max_page_size())
-        return self.default_limit if limit is None else limit
+        return query_int(request, self.limit_query_param, self.default_limit or max_page_size(), low=1,
+                         high=max_page_size())
 
     def get_offset(self, request: Request) -> int:
-        offset = _bounded_int(request, self.offset_query_param, low=0, high=MAX_OFFSET)
-        return 0 if offset is None else offset
+        return query_int(request, self.offset_query_param, 0, low=0, high=MAX_OFFSET)
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters = super().get_schema_operation_parameters(view)

@@ -40,6 +40,7 @@ from rest_framework.views import APIView
 from sua_portal.accounts.authentication import PersonalTokenAuthentication
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
+from sua_portal.core.params import query_int
 from sua_portal.core.schema import ErrorSerializer, PortalAutoSchema
 from sua_portal.slides import services, tiles
 from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
@@ -545,19 +546,8 @@ def _cached(response: _R, etag: str) -> _R:
     return response
 
 
-def _int_param(request: Request, name: str, default: int | None = None, *, low: int = 0, high: int = 2**31) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise ValidationError({name: ["This parameter is required."]})
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError({name: [f"{raw!r} is not a whole number."]}) from None
-    if not low <= value <= high:
-        raise ValidationError({name: [f"must be between {low} and {high}."]})
-    return value
+# One reader of integer query parameters for the whole API (pagination uses it too).
+_int_param = query_int
 
 
 _FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
