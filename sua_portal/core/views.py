@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -18,3 +19,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "broker": problems.get("broker", "ok"),
     }
     return JsonResponse(body, status=200 if not problems else 503)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for a URL that matches nothing: JSON under /api/ (as the API's own 404s), Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "No such API endpoint or object."}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -14,6 +14,7 @@ class EnsembleMemberSerializer(serializers.ModelSerializer):
     class Meta:
         model = EnsembleMember
         fields = ["index", "seed", "format", "status", "config", "epochs", "latest", "history"]
+        read_only_fields = fields
 
     def get_epochs(self, obj: EnsembleMember) -> int:
         return len(obj.history or [])

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, HttpResponseNotModified
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -29,6 +29,8 @@ from sua_portal.ensembles.serializers import (
 )
 from sua_portal.slides.models import Cohort, Slide
 
+_NOT_YOUR_PROJECT = OpenApiResponse(description="the project is not one of the caller's")
+
 
 def _member_project(request: Request, project_id: int) -> Project:
     try:
@@ -50,7 +52,7 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         return Ensemble.objects.filter(project__in=Project.objects.visible_to(self.request.user)).prefetch_related(
             "members")
 
-    @extend_schema(request=TrainSerializer, responses={202: EnsembleSerializer})
+    @extend_schema(request=TrainSerializer, responses={202: EnsembleSerializer, 404: _NOT_YOUR_PROJECT})
     @action(detail=False, methods=["post"])
     def train(self, request: Request) -> Response:
         body = TrainSerializer(data=request.data)
@@ -70,7 +72,8 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"config": [str(exc)]}) from None
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request={"multipart/form-data": ImportSerializer}, responses={201: EnsembleSerializer})
+    @extend_schema(request={"multipart/form-data": ImportSerializer},
+                   responses={201: EnsembleSerializer, 404: _NOT_YOUR_PROJECT})
     @action(detail=False, methods=["post"], url_path="import", allowed_roles=(roles.ADMIN,))
     def import_members(self, request: Request) -> Response:
         body = ImportSerializer(data={**request.data.dict(), "members": request.FILES.getlist("members")}
@@ -157,7 +160,7 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
                     OpenApiParameter("lower", float, description="only the NPRs of the range starting here")],
         responses=RegionSerializer(many=True),
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def regions(self, request: Request, pk: str | None = None) -> Response:
         heatmap = self.get_object()
         regions = heatmap.regions.all()
@@ -173,7 +176,8 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("kind", str, enum=list(services.HEATMAP_KINDS), default="segmentation")],
-        responses={(200, "image/png"): OpenApiTypes.BINARY},
+        responses={(200, "image/png"): OpenApiTypes.BINARY,
+                   304: OpenApiResponse(description="Not modified (If-None-Match had the ETag)")},
     )
     @action(detail=True, methods=["get"])
     def image(self, request: Request, pk: str | None = None) -> HttpResponse:

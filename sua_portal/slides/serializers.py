@@ -30,8 +30,13 @@ class CohortCreateSerializer(CohortSerializer):
         read_only_fields = ["id", "created", "slide_count", "ready_count"]
 
 
+def _username(user: Any) -> str | None:
+    return user.get_username() if user is not None else None
+
+
 class SlideSerializer(serializers.ModelSerializer):
-    uploaded_by = serializers.CharField(source="uploaded_by.username", read_only=True, default=None)
+    # A method, not CharField(default=None): DRF drops a defaulted field from partial (PATCH) answers.
+    uploaded_by = serializers.SerializerMethodField(help_text="null once the uploader's account is gone")
     annotation_count = serializers.IntegerField(read_only=True, default=0)
     links = serializers.SerializerMethodField()
 
@@ -43,6 +48,9 @@ class SlideSerializer(serializers.ModelSerializer):
             "checked", "annotation_count", "links",
         ]
         read_only_fields = [f for f in fields if f not in ("name", "has_tumor")]
+
+    def get_uploaded_by(self, slide: Slide) -> str | None:
+        return _username(slide.uploaded_by)
 
     @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
     def get_links(self, slide: Slide) -> dict[str, str]:
@@ -61,12 +69,15 @@ class SlideUploadFormSerializer(serializers.Serializer):
 
 
 class AnnotationSerializer(serializers.ModelSerializer):
-    author = serializers.CharField(source="author.username", read_only=True, default=None)
+    author = serializers.SerializerMethodField(help_text="null for imported annotations and removed accounts")
 
     class Meta:
         model = Annotation
         fields = ["id", "slide", "label", "source", "author", "original_filename", "created", "geometry"]
         read_only_fields = fields
+
+    def get_author(self, annotation: Annotation) -> str | None:
+        return _username(annotation.author)
 
 
 class AnnotationUploadSerializer(serializers.Serializer):

@@ -25,11 +25,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpRespons
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.parsers import DataAndFiles, JSONParser, MultiPartParser
@@ -38,8 +37,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from sua_portal.accounts.authentication import PersonalTokenAuthentication
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
+from sua_portal.core.params import query_int
+from sua_portal.core.schema import ErrorSerializer, PortalAutoSchema
 from sua_portal.slides import services, tiles
 from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
 from sua_portal.slides.serializers import (
@@ -146,7 +148,8 @@ class CohortViewSet(viewsets.ModelViewSet):
     def get_serializer_class(self) -> Any:
         return CohortCreateSerializer if self.action == "create" else CohortSerializer
 
-    @extend_schema(request=CohortCreateSerializer, responses={201: CohortSerializer})
+    @extend_schema(request=CohortCreateSerializer, responses={
+        201: CohortSerializer, 404: OpenApiResponse(description="the project is not one of the caller's")})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = CohortCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -198,7 +201,8 @@ class CohortViewSet(viewsets.ModelViewSet):
         return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
-        request=UploadStartSerializer, responses={201: SlideUploadSerializer},
+        request=UploadStartSerializer,
+        responses={201: SlideUploadSerializer, 413: OpenApiResponse(description="bigger than SLIDE_MAX_UPLOAD_BYTES")},
         summary="Start a resumable upload: then PUT chunks to /api/uploads/{id}/ and POST .../complete/",
     )
     @action(detail=True, methods=["post"])
@@ -238,7 +242,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     def perform_destroy(self, instance: SlideUpload) -> None:
         services.cancel_upload(instance)
 
-    @extend_schema(
+    # PUT and PATCH both take a chunk.
+    _chunk_schema = extend_schema(
         request={"application/octet-stream": OpenApiTypes.BINARY},
         parameters=[
             OpenApiParameter("Content-Range", str, OpenApiParameter.HEADER, description="bytes START-END/SIZE"),
@@ -246,6 +251,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
         ],
         responses={200: SlideUploadSerializer, 409: OpenApiResponse(description="wrong offset: the body says which")},
     )
+
+    @_chunk_schema
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         upload = self.get_object()
         length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -271,10 +278,14 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
             return _rejected(exc)
         return Response(SlideUploadSerializer(upload).data)
 
+    @_chunk_schema
     def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return self.update(request, *args, **kwargs)
 
-    @extend_schema(request=None, responses={201: SlideSerializer})
+    @extend_schema(request=None, responses={
+        201: SlideSerializer, 409: OpenApiResponse(description="bytes are missing (the body says the offset), or "
+                                                          "the same file is in the cohort"),
+        410: OpenApiResponse(description="the uploaded bytes are gone from the server: start again")})
     @action(detail=True, methods=["post"])
     def complete(self, request: Request, pk: str | None = None) -> Response:
         upload = self.get_object()
@@ -322,7 +333,8 @@ class SlideViewSet(
         slide = services.recheck_slide(self.get_object())
         return Response(SlideSerializer(slide).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, summary="What large-image reads from the file")
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 409: OpenApiResponse(description="the file cannot be read")},
+                   summary="What large-image reads from the file")
     @action(detail=True, methods=["get"])
     def metadata(self, request: Request, pk: str | None = None) -> Response:
         slide = self.get_object()
@@ -341,9 +353,10 @@ class SlideViewSet(
     @extend_schema(methods=["GET"], responses=AnnotationSerializer(many=True))
     @extend_schema(
         methods=["POST"], request={"multipart/form-data": AnnotationUploadSerializer},
-        responses={201: AnnotationSerializer, 400: OpenApiResponse(description="does not parse, or outside the slide")},
+        responses={201: AnnotationSerializer, 400: OpenApiResponse(description="does not parse, or outside the slide"),
+                   413: OpenApiResponse(description="larger than annotation files may be")},
     )
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None)
     def annotations(self, request: Request, pk: str | None = None) -> Response:
         if request.method == "POST":
             _to_disk(request)
@@ -417,7 +430,7 @@ _slides = _TTLCache()
 _paths = _TTLCache()
 
 
-class _CachedTokenAuthentication(TokenAuthentication):
+class _CachedTokenAuthentication(PersonalTokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         hit = _tokens.get(key)
         if hit is not None:
@@ -452,11 +465,18 @@ class _ImageSlide:
     size_bytes: int
 
 
-class _ImageViewSchema(AutoSchema):
+class _ImageViewSchema(PortalAutoSchema):
     def get_auth(self) -> list[dict[str, list[str]]]:
         # The cached authenticators are DRF's session and token authentication with a short memory:
         # document them as those two schemes, not as two more of the same name.
         return [{"cookieAuth": []}, {"tokenAuth": []}]
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses = super()._get_response_bodies(direction)
+        if direction == "response":
+            responses.setdefault("304", {"description": "Not modified (If-None-Match had the ETag)"})
+            responses.setdefault("409", self._error(ErrorSerializer, "The slide failed its check or its file is missing."))
+        return responses
 
 
 class _SlideImageView(APIView):
@@ -526,19 +546,8 @@ def _cached(response: _R, etag: str) -> _R:
     return response
 
 
-def _int_param(request: Request, name: str, default: int | None = None, *, low: int = 0, high: int = 2**31) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise ValidationError({name: ["This parameter is required."]})
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError({name: [f"{raw!r} is not a whole number."]}) from None
-    if not low <= value <= high:
-        raise ValidationError({name: [f"must be between {low} and {high}."]})
-    return value
+# One reader of integer query parameters for the whole API (pagination uses it too).
+_int_param = query_int
 
 
 _FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
