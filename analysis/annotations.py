@@ -23,7 +23,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from analysis.defaults import ASAP_EXCLUDE_GROUPS, ASAP_TUMOR_GROUPS, GEOJSON_TUMOR_CLASSES
-from analysis.io import InputError
+from analysis.errors import InputError
 
 __all__ = [
     "Annotation",

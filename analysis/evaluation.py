@@ -48,7 +48,15 @@ from analysis.metrics import (
     slide_froc,
     summarise,
 )
-from analysis.sua import baseline_refine, candidate_pixels, find_regions, flag, parse_aggregate, sua_refine
+from analysis.sua import (
+    baseline_refine,
+    candidate_pixels,
+    check_range,
+    find_regions,
+    flag,
+    parse_aggregate,
+    sua_refine,
+)
 from analysis.uncertainty import UNCERTAINTY_METHODS
 
 __all__ = [
@@ -143,16 +151,6 @@ class EvaluationSettings:
             "itc_major_axis_um": defaults.ITC_MAJOR_AXIS_UM,
             "froc_fp_rates": list(defaults.FROC_FP_RATES),
         }
-
-
-def check_range(lower: float, upper: float) -> None:
-    """Raise :class:`InputError` unless ``0 <= lower < upper <= 1``."""
-    if not (math.isfinite(lower) and math.isfinite(upper)):
-        raise InputError(f"range {lower:g}:{upper:g}: bounds must be numbers")
-    if not lower < upper:
-        raise InputError(f"range {lower:g}:{upper:g}: lower must be below upper")
-    if lower < 0.0 or upper > 1.0:
-        raise InputError(f"range {lower:g}:{upper:g}: bounds must lie in [0, 1]")
 
 
 @dataclass(frozen=True)

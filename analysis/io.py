@@ -29,6 +29,8 @@ import numpy.typing as npt
 import tifffile
 from PIL import Image
 
+from analysis.errors import InputError
+
 __all__ = [
     "ANNOTATION_SUFFIXES",
     "HEATMAP_RANGES",
@@ -46,10 +48,6 @@ _TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8", ".ome.tif")
 # Pillow is only used for plain raster images; it decodes lazily, so the size
 # check below happens before pixels are read.
 Image.MAX_IMAGE_PIXELS = None
-
-
-class InputError(ValueError):
-    """Bad input data: the message names the file (or slide) and the problem."""
 
 
 # --------------------------------------------------------------------------- checks
@@ -339,7 +337,7 @@ def read_truth_mask(
     path = Path(path)
     height, width = int(shape[0]), int(shape[1])
     if path.suffix.lower() in ANNOTATION_SUFFIXES:
-        # Imported here: annotations imports this module for its error type.
+        # Imported here: annotations (shapely) is only needed for vector files.
         from analysis import annotations
 
         _require_file(path)

@@ -36,6 +36,7 @@ from shapely.geometry.base import BaseGeometry
 from torch import nn
 
 from analysis import defaults
+from analysis.metrics import dice_from_counts
 from analysis.models import NetworkConfig, build_network, save_member
 from analysis.slide_io import Slide, level_shape, open_slide, read_region, tissue_mask
 
@@ -50,7 +51,6 @@ __all__ = [
     "TrainingConfig",
     "TrainingSlide",
     "augment_batch",
-    "dice_score",
     "sample_patches",
     "train_ensemble",
     "train_member",
@@ -639,12 +639,6 @@ def augment_batch(
 # --------------------------------------------------------------------------- training
 
 
-def dice_score(tp: int, fp: int, fn: int) -> float:
-    """``2 TP / (2 TP + FP + FN)``; 1 when prediction and truth are both empty (SPEC §6)."""
-    denominator = 2 * tp + fp + fn
-    return 1.0 if denominator == 0 else 2.0 * tp / denominator
-
-
 @dataclass(frozen=True)
 class EpochReport:
     """One finished epoch of one member (what ``progress`` receives)."""
@@ -748,7 +742,7 @@ def _evaluate(
             fp += int((predicted & ~truth).sum())
             fn += int((~predicted & truth).sum())
     n_pixels = max(1, labels.numel())
-    return loss_sum / n_pixels, dice_score(tp, fp, fn)
+    return loss_sum / n_pixels, float(dice_from_counts(tp, fp, fn))
 
 
 def train_member(

@@ -24,7 +24,6 @@ from analysis.training import (
     TrainingConfig,
     TrainingSlide,
     augment_batch,
-    dice_score,
     sample_patches,
     train_ensemble,
     train_member,
@@ -89,11 +88,6 @@ def test_members_differ_only_by_seed() -> None:
     config = TrainingConfig(seed=40)
     assert [config.seed_of(i) for i in range(5)] == [40, 41, 42, 43, 44]
     assert TrainingConfig(members=2, member_seeds=(9, 3)).seed_of(1) == 3
-
-
-def test_dice_score_follows_the_spec() -> None:
-    assert dice_score(0, 0, 0) == 1.0
-    assert dice_score(1, 1, 0) == pytest.approx(2 / 3)
 
 
 # --------------------------------------------------------------------------- patches
