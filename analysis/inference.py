@@ -55,7 +55,7 @@ from scipy import ndimage
 from torch import nn
 
 from analysis.models import FCDenseNet, fcdensenet_probability, tumor_probability
-from analysis.slide_io import Slide, level_shape, open_slide, read_region, tissue_mask
+from analysis.slide_io import Slide, level_shape, open_slide, read_region, tissue_downsample, tissue_mask
 from analysis.uncertainty import ensemble_heatmaps
 
 __all__ = [
@@ -551,27 +551,25 @@ def plan_tiles(
 
 
 def _tissue_on_heatmap(
-    slide: Slide, heatmap_shape: tuple[int, int], heatmap_downsample: float, tissue_downsample: float | None
-) -> np.ndarray:
-    """Tissue mask on the heatmap grid by the pixel-centre rule, dilated one mask pixel.
+    slide: Slide, heatmap_shape: tuple[int, int], heatmap_downsample: float, tissue_at: float | None
+) -> tuple[np.ndarray, float]:
+    """Tissue mask on the heatmap grid by the pixel-centre rule, dilated one mask pixel, and the tissue fraction.
 
-    The mask comes from a thumbnail at ``tissue_downsample`` (default: the
-    heatmap downsample times the smallest power of two that keeps the
-    thumbnail within 4096 pixels and at least 16x coarser than level 0, where
-    Otsu sees tissue rather than single nuclei).  The dilation keeps tissue
-    edges that a coarse mask would clip.
+    The mask is :func:`~analysis.slide_io.tissue_mask` at ``tissue_at``
+    (default: :func:`~analysis.slide_io.tissue_downsample`); the fraction is
+    that mask's mean, the number the cohort page shows.  The dilation keeps
+    tissue edges that a coarse mask would clip.
     """
-    if tissue_downsample is None:
-        tissue_downsample = heatmap_downsample
-        while tissue_downsample < 16 or max(slide.width, slide.height) / tissue_downsample > 4096:
-            tissue_downsample *= 2
-    mask = tissue_mask(slide, downsample=tissue_downsample)
+    if tissue_at is None:
+        tissue_at = tissue_downsample(slide, heatmap_downsample=heatmap_downsample)
+    mask = tissue_mask(slide, downsample=tissue_at)
+    fraction = float(mask.mean()) if mask.size else 0.0
     mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
-    rows = np.floor((np.arange(heatmap_shape[0]) + 0.5) * heatmap_downsample / tissue_downsample).astype(np.int64)
-    cols = np.floor((np.arange(heatmap_shape[1]) + 0.5) * heatmap_downsample / tissue_downsample).astype(np.int64)
+    rows = np.floor((np.arange(heatmap_shape[0]) + 0.5) * heatmap_downsample / tissue_at).astype(np.int64)
+    cols = np.floor((np.arange(heatmap_shape[1]) + 0.5) * heatmap_downsample / tissue_at).astype(np.int64)
     rows = np.clip(rows, 0, mask.shape[0] - 1)
     cols = np.clip(cols, 0, mask.shape[1] - 1)
-    return np.asarray(mask[np.ix_(rows, cols)])
+    return np.asarray(mask[np.ix_(rows, cols)]), fraction
 
 
 # --------------------------------------------------------------------------- reading
@@ -686,6 +684,10 @@ class SlideHeatmaps:
     tiles_processed, tiles_total : int
         Tiles run (tissue) and the tiles covering the whole slide.
     elapsed_s : float
+    tissue_fraction : float or None
+        Fraction of the slide that the tissue mask (before its dilation)
+        covers, as :func:`analysis.slide_io.tissue_fraction` computes it;
+        None when the run kept every pixel (``use_tissue_mask=False``).
     """
 
     members: np.ndarray
@@ -699,6 +701,7 @@ class SlideHeatmaps:
     tiles_processed: int
     tiles_total: int
     elapsed_s: float
+    tissue_fraction: float | None = None
 
 
 def run_ensemble(
@@ -751,7 +754,7 @@ def run_ensemble(
         Mixed precision of the :class:`EnsemblePredictor` built from ``members``
         (``None``: on CUDA only; ``True``: bf16 on the CPU as well).
     tissue_downsample
-        Resolution of the tissue mask (default: see ``_tissue_on_heatmap``).
+        Resolution of the tissue mask (default: :func:`analysis.slide_io.tissue_downsample`).
     use_tissue_mask
         False runs every tile and keeps every pixel (for comparisons).
     members_dtype
@@ -789,10 +792,10 @@ def run_ensemble(
     slide = open_slide(slide_path)
     lvl = level_shape(slide, level_downsample)
     hm_shape = (math.ceil(lvl[0] / factor), math.ceil(lvl[1] / factor))
-    tissue = (
+    tissue, fraction = (
         _tissue_on_heatmap(slide, hm_shape, heatmap_downsample, tissue_downsample)
         if use_tissue_mask
-        else np.ones(hm_shape, dtype=bool)
+        else (np.ones(hm_shape, dtype=bool), None)
     )
     grid = plan_tiles(
         lvl, factor=factor, tile_size=tile_size, overlap=overlap, tissue=tissue if use_tissue_mask else None
@@ -858,6 +861,7 @@ def run_ensemble(
         tiles_processed=n_cores,
         tiles_total=grid.n_total,
         elapsed_s=time.perf_counter() - started,
+        tissue_fraction=fraction,
     )
 
 

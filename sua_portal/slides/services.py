@@ -209,7 +209,7 @@ def store_slide(
     info: tiles.SlideInfo | None = None
     if probe:
         try:
-            info = tiles.inspect_slide(path, tissue=False)
+            info = tiles.inspect_slide(path)
         except tiles.SlideReadError as exc:
             raise SlideRejected(f"{filename} is not a readable slide: {exc}.") from None
     slide = Slide(
@@ -456,7 +456,7 @@ def check_slide(slide_id: int) -> Slide | None:
         return None
     slide = Slide.objects.select_related("cohort").get(pk=slide_id)
     try:
-        info = tiles.inspect_slide(local_path(slide), tissue=True)
+        info = tiles.inspect_slide(local_path(slide), heatmap_downsample=settings.HEATMAP_DOWNSAMPLE)
     except tiles.SlideReadError as exc:
         reason = str(exc)
         slide.status, slide.failure_reason = Slide.Status.FAILED, f"{reason[:1].upper()}{reason[1:]}."

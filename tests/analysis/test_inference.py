@@ -506,13 +506,13 @@ def test_read_region_reads_native_levels_exactly(tmp_path: Path) -> None:
 
 
 def test_rgb_conversion_handles_grey_alpha_and_16_bit() -> None:
-    from analysis.slide_io import _to_rgb8
+    from analysis.slide_io import to_rgb8
 
     grey = np.full((2, 2), 7, np.uint8)
-    assert _to_rgb8(grey).shape == (2, 2, 3) and (_to_rgb8(grey) == 7).all()
+    assert to_rgb8(grey).shape == (2, 2, 3) and (to_rgb8(grey) == 7).all()
     rgba = np.zeros((1, 1, 4), np.uint8)  # fully transparent: glass
-    assert _to_rgb8(rgba).tolist() == [[[255, 255, 255]]]
-    assert _to_rgb8(np.full((1, 1, 3), 65535, np.uint16)).tolist() == [[[255, 255, 255]]]
+    assert to_rgb8(rgba).tolist() == [[[255, 255, 255]]]
+    assert to_rgb8(np.full((1, 1, 3), 65535, np.uint16)).tolist() == [[[255, 255, 255]]]
 
 
 @pytest.mark.skipif(not TESTDATA.is_dir(), reason="shared test data not mounted")
@@ -524,3 +524,24 @@ def test_slides_that_do_not_decode_raise_a_slide_error() -> None:
         with pytest.raises(SlideError, match="cannot read region"):
             read_region(slide, level_downsample=1, left=0, top=0, width=8, height=8)
     assert open_slide(TESTDATA / "small.svs").mpp == pytest.approx(0.499)
+
+
+@pytest.mark.skipif(not TESTDATA.is_dir(), reason="shared test data not mounted")
+@pytest.mark.parametrize("name", ["boxes.tiff", "small.svs"])
+def test_a_tiff_cut_anywhere_is_refused_as_truncated_and_the_whole_file_passes(name: str, tmp_path: Path) -> None:
+    from analysis.slide_io import SlideError, check_tiff_complete
+
+    data = (TESTDATA / name).read_bytes()
+    check_tiff_complete(TESTDATA / name)
+    cut = tmp_path / name
+    for size in range(8, len(data), 41):
+        cut.write_bytes(data[:size])
+        with pytest.raises(SlideError, match="the file is truncated"):
+            check_tiff_complete(cut)
+
+
+def test_files_that_are_not_tiff_are_left_to_the_decode_checks(tmp_path: Path) -> None:
+    from analysis.slide_io import check_tiff_complete
+
+    (tmp_path / "notes.svs").write_bytes(b"These are my notes, not a slide.\n")
+    check_tiff_complete(tmp_path / "notes.svs")
