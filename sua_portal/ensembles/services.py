@@ -302,7 +302,8 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
     The claim is a conditional update: a queued row, or a running one whose worker died
     (the task came back because of acks_late + reject_on_worker_lost), becomes ours.
     """
-    from analysis.inference import InferenceCancelled, run_ensemble, write_heatmap_tiff
+    from analysis.inference import InferenceCancelled, run_ensemble
+    from analysis.io import write_heatmap_tiff
 
     claim = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
     claimed = SlideHeatmap.objects.filter(
@@ -364,7 +365,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
 
 
 def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:
-    from analysis.inference import read_heatmap_tiff
+    from analysis.io import read_heatmap_tiff
 
     field = getattr(heatmap, kind)
     with field.open("rb") as fh, tempfile.NamedTemporaryFile(suffix=".tiff") as tmp:

@@ -19,11 +19,9 @@ from analysis.inference import (
     Predictor,
     TTAPredictor,
     plan_tiles,
-    read_heatmap_tiff,
     run_ensemble,
-    write_heatmap_tiff,
 )
-from analysis.io import read_heatmap
+from analysis.io import read_heatmap, read_heatmap_tiff, write_heatmap_tiff
 from analysis.models import build_network
 from analysis.slide_io import level_shape, open_slide, read_region, tissue_mask
 from analysis.uncertainty import binary_entropy
