@@ -59,6 +59,7 @@ from analysis.uncertainty import ensemble_heatmaps
 __all__ = [
     "EnsemblePredictor",
     "InferenceCancelled",
+    "InferenceOptions",
     "MCDropoutPredictor",
     "Predictor",
     "SlideHeatmaps",
@@ -700,36 +701,12 @@ class SlideHeatmaps:
     tissue_fraction: float | None = None
 
 
-def run_ensemble(
-    slide_path: str | os.PathLike[str],
-    members: Sequence[nn.Module] | Predictor,
-    *,
-    level_downsample: float,
-    heatmap_downsample: float,
-    tile_size: int = 256,
-    overlap: int = 32,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-    progress: Callable[[float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    autocast: bool | None = None,
-    tissue_downsample: float | None = None,
-    use_tissue_mask: bool = True,
-    members_dtype: type[np.floating[Any]] | np.dtype[Any] = np.float32,
-    members_path: str | os.PathLike[str] | None = None,
-    prefetch: int = 3,
-    chunk_rows: int = 256,
-    workers: int | None = None,
-) -> SlideHeatmaps:
-    """Segmentation and uncertainty heatmaps of a whole slide.
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How :func:`run_ensemble` cuts, runs and stores a slide.
 
-    Parameters
+    Attributes
     ----------
-    slide_path
-        Any slide large-image opens.
-    members
-        The ensemble's K models (run as an :class:`EnsemblePredictor` on
-        ``device``), or any :class:`Predictor` (MC dropout, TTA, ...).
     level_downsample
         Resolution the models see, relative to level 0.
     heatmap_downsample
@@ -742,13 +719,9 @@ def run_ensemble(
         Tiles per forward pass.
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ignored for a Predictor (it has one).
-    progress
-        Called with the fraction of tiles done (0 ... 1).
-    should_stop
-        Polled before each batch; True stops the run with :class:`InferenceCancelled`.
     autocast
-        Mixed precision of the :class:`EnsemblePredictor` built from ``members``
-        (``None``: on CUDA only; ``True``: bf16 on the CPU as well).
+        Mixed precision of the :class:`EnsemblePredictor` built from the
+        members (``None``: on CUDA only; ``True``: bf16 on the CPU as well).
     tissue_downsample
         Resolution of the tissue mask (default: :func:`analysis.slide_io.tissue_downsample`).
     use_tissue_mask
@@ -763,8 +736,49 @@ def run_ensemble(
         Row chunk of the uncertainty computation.
     workers
         CPU forward passes run side by side by the :class:`EnsemblePredictor`
-        built from ``members`` (``None``: ``torch.get_num_threads()``, the
+        built from the members (``None``: ``torch.get_num_threads()``, the
         caller's thread budget; see :class:`EnsemblePredictor`).
+    """
+
+    level_downsample: float
+    heatmap_downsample: float
+    tile_size: int = 256
+    overlap: int = 32
+    batch_size: int = 16
+    device: str | torch.device = "cpu"
+    autocast: bool | None = None
+    tissue_downsample: float | None = None
+    use_tissue_mask: bool = True
+    members_dtype: type[np.floating[Any]] | np.dtype[Any] = np.float32
+    members_path: str | os.PathLike[str] | None = None
+    prefetch: int = 3
+    chunk_rows: int = 256
+    workers: int | None = None
+
+
+def run_ensemble(
+    slide_path: str | os.PathLike[str],
+    members: Sequence[nn.Module] | Predictor,
+    options: InferenceOptions,
+    *,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SlideHeatmaps:
+    """Segmentation and uncertainty heatmaps of a whole slide.
+
+    Parameters
+    ----------
+    slide_path
+        Any slide large-image opens.
+    members
+        The ensemble's K models (run as an :class:`EnsemblePredictor` on
+        ``options.device``), or any :class:`Predictor` (MC dropout, TTA, ...).
+    options
+        Resolutions, tiling, device and storage (:class:`InferenceOptions`).
+    progress
+        Called with the fraction of tiles done (0 ... 1).
+    should_stop
+        Polled before each batch; True stops the run with :class:`InferenceCancelled`.
 
     Returns
     -------
@@ -776,43 +790,100 @@ def run_ensemble(
         When ``should_stop()`` returned True.
     ValueError
         On inconsistent downsamples or tile geometry.
+
+    Examples
+    --------
+    >>> options = InferenceOptions(level_downsample=4, heatmap_downsample=16)
+    >>> result = run_ensemble("slide.tiff", members, options)  # doctest: +SKIP
+    >>> result.mean.shape == result.tissue.shape  # doctest: +SKIP
+    True
     """
     started = time.perf_counter()
     predictor = (
         members
         if isinstance(members, Predictor)
-        else EnsemblePredictor(list(members), device=device, autocast=autocast, workers=workers)
+        else EnsemblePredictor(
+            list(members), device=options.device, autocast=options.autocast, workers=options.workers
+        )
     )
-    factor = check_tiling(tile_size=tile_size, overlap=overlap, level_downsample=level_downsample,
-                          heatmap_downsample=heatmap_downsample)
+    factor = check_tiling(
+        tile_size=options.tile_size,
+        overlap=options.overlap,
+        level_downsample=options.level_downsample,
+        heatmap_downsample=options.heatmap_downsample,
+    )
     slide = open_slide(slide_path)
-    lvl = level_shape(slide, level_downsample)
+    lvl = level_shape(slide, options.level_downsample)
     hm_shape = (math.ceil(lvl[0] / factor), math.ceil(lvl[1] / factor))
     tissue, fraction = (
-        _tissue_on_heatmap(slide, hm_shape, heatmap_downsample, tissue_downsample)
-        if use_tissue_mask
+        _tissue_on_heatmap(slide, hm_shape, options.heatmap_downsample, options.tissue_downsample)
+        if options.use_tissue_mask
         else (np.ones(hm_shape, dtype=bool), None)
     )
     grid = plan_tiles(
-        lvl, factor=factor, tile_size=tile_size, overlap=overlap, tissue=tissue if use_tissue_mask else None
+        lvl,
+        factor=factor,
+        tile_size=options.tile_size,
+        overlap=options.overlap,
+        tissue=tissue if options.use_tissue_mask else None,
     )
     k = predictor.n_samples
-    if members_path is not None:
+    if options.members_path is not None:
         samples: np.ndarray = np.lib.format.open_memmap(
-            Path(members_path), mode="w+", dtype=np.dtype(members_dtype), shape=(k, *hm_shape)
+            Path(options.members_path), mode="w+", dtype=np.dtype(options.members_dtype), shape=(k, *hm_shape)
         )
     else:
-        samples = np.zeros((k, *hm_shape), dtype=members_dtype)
-
-    n_cores = len(grid.cores)
-    done = 0
+        samples = np.zeros((k, *hm_shape), dtype=options.members_dtype)
     if progress is not None:
         progress(0.0)
+    _predict_into(samples, predictor, slide, grid, options, progress=progress, should_stop=should_stop)
+    if options.use_tissue_mask:
+        outside = ~tissue
+        for i in range(k):
+            samples[i][outside] = 0
+    if isinstance(samples, np.memmap):
+        samples.flush()
+    maps = ensemble_heatmaps(samples, chunk_rows=options.chunk_rows)
+    if progress is not None and len(grid.cores) == 0:
+        progress(1.0)
+    return SlideHeatmaps(
+        members=samples,
+        mean=maps.mean,
+        entropy=maps.entropy,
+        mutual_information=maps.mutual_information,
+        variance=maps.variance,
+        tissue=tissue,
+        downsample=float(options.heatmap_downsample),
+        level_downsample=float(options.level_downsample),
+        tiles_processed=len(grid.cores),
+        tiles_total=grid.n_total,
+        elapsed_s=time.perf_counter() - started,
+        tissue_fraction=fraction,
+    )
+
+
+def _predict_into(
+    samples: np.ndarray,
+    predictor: Predictor,
+    slide: Slide,
+    grid: TileGrid,
+    options: InferenceOptions,
+    *,
+    progress: Callable[[float], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """Run every tile of ``grid`` and write each core's pooled ``(K, step, step)`` block into ``samples``."""
+    n_cores = len(grid.cores)
+    lvl = grid.level_shape
+    k = predictor.n_samples
+    done = 0
     o, c, f = grid.overlap, grid.core, grid.factor
     step = c // f
     dev = predictor.device
+    batches = _batches(slide, grid, options.level_downsample, options.batch_size, options.prefetch,
+                       pin=dev.type == "cuda")
     with torch.inference_mode():
-        for cores, tiles in _batches(slide, grid, level_downsample, batch_size, prefetch, pin=dev.type == "cuda"):
+        for cores, tiles in batches:
             if should_stop is not None and should_stop():
                 raise InferenceCancelled(f"{slide.path}: inference stopped after {done} of {n_cores} tiles")
             # (B, T, T, 3) uint8 -> (B, 3, T, T) float in [0, 1]: a permuted view is NHWC
@@ -836,26 +907,3 @@ def run_ensemble(
             done += len(cores)
             if progress is not None:
                 progress(done / n_cores if n_cores else 1.0)
-    if use_tissue_mask:
-        outside = ~tissue
-        for i in range(k):
-            samples[i][outside] = 0
-    if isinstance(samples, np.memmap):
-        samples.flush()
-    maps = ensemble_heatmaps(samples, chunk_rows=chunk_rows)
-    if progress is not None and n_cores == 0:
-        progress(1.0)
-    return SlideHeatmaps(
-        members=samples,
-        mean=maps.mean,
-        entropy=maps.entropy,
-        mutual_information=maps.mutual_information,
-        variance=maps.variance,
-        tissue=tissue,
-        downsample=float(heatmap_downsample),
-        level_downsample=float(level_downsample),
-        tiles_processed=n_cores,
-        tiles_total=grid.n_total,
-        elapsed_s=time.perf_counter() - started,
-        tissue_fraction=fraction,
-    )

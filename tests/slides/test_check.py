@@ -40,13 +40,14 @@ def test_a_pyramidal_tiff_without_resolution_is_ready_with_unknown_mpp(cohort: A
 def test_the_tissue_fraction_the_cohort_page_shows_is_the_tissue_inference_runs_on(
     cohort: Any, add_slide: Any, settings: Any,
 ) -> None:
-    from analysis.inference import run_ensemble
+    from analysis.inference import InferenceOptions, run_ensemble
     from analysis.models import build_network
 
     slide = add_slide(cohort, "boxes.tiff", probe=False)
     result = run_ensemble(
-        services.local_path(slide), [build_network("tiny", seed=0)],
-        level_downsample=1, heatmap_downsample=settings.HEATMAP_DOWNSAMPLE, tile_size=64, overlap=8,
+        services.local_path(slide),
+        [build_network("tiny", seed=0)],
+        InferenceOptions(level_downsample=1, heatmap_downsample=settings.HEATMAP_DOWNSAMPLE, tile_size=64, overlap=8),
     )
     assert result.tissue_fraction == slide.tissue_fraction
     assert 0.3 < slide.tissue_fraction < 0.7
