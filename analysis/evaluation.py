@@ -500,6 +500,23 @@ def _concat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
 # --------------------------------------------------------------------------- the evaluation
 
 
+def _calibrate(
+    calibration: Sequence[_Calibration], *, beta: float
+) -> tuple[list[tuple[float | None, float | None]], list[DomainFigures]]:
+    """Per range: the (SUA, baseline) thresholds calibrated on the validation slides, and their figures' data."""
+    thresholds: list[tuple[float | None, float | None]] = []
+    validation_parts: list[DomainFigures] = []
+    for store in calibration:
+        scores, is_fn = _concat(store.npr_scores, np.float64), _concat(store.npr_is_fn, bool)
+        pixel_u, pixel_fn = _concat(store.pixel_u, np.float64), _concat(store.pixel_is_fn, bool)
+        thresholds.append(
+            (calibrate_threshold(scores, is_fn, beta=beta), calibrate_threshold(pixel_u, pixel_fn, beta=beta))
+        )
+        hist_fn, hist_tn = _pixel_histograms(pixel_u, pixel_fn)
+        validation_parts.append(DomainFigures(scores, is_fn, hist_fn, hist_tn))
+    return thresholds, validation_parts
+
+
 def run_evaluation(
     slides: Sequence[SlideInput], settings: EvaluationSettings, *, progress: Progress | None = None
 ) -> Evaluation:
@@ -519,19 +536,7 @@ def run_evaluation(
         _validation_slide(load_slide(slide), settings, calibration)
         notify("validation", done, len(validation))
 
-    thresholds: list[tuple[float | None, float | None]] = []
-    validation_parts: list[DomainFigures] = []
-    for store in calibration:
-        scores, is_fn = _concat(store.npr_scores, np.float64), _concat(store.npr_is_fn, bool)
-        pixel_u, pixel_fn = _concat(store.pixel_u, np.float64), _concat(store.pixel_is_fn, bool)
-        thresholds.append(
-            (
-                calibrate_threshold(scores, is_fn, beta=settings.beta),
-                calibrate_threshold(pixel_u, pixel_fn, beta=settings.beta),
-            )
-        )
-        hist_fn, hist_tn = _pixel_histograms(pixel_u, pixel_fn)
-        validation_parts.append(DomainFigures(scores, is_fn, hist_fn, hist_tn))
+    thresholds, validation_parts = _calibrate(calibration, beta=settings.beta)
     del calibration  # the validation pixels are the largest thing held
 
     domains: dict[str, _DomainStats] = {}
