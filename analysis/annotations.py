@@ -23,7 +23,7 @@ from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from analysis.defaults import ASAP_EXCLUDE_GROUPS, ASAP_TUMOR_GROUPS, GEOJSON_TUMOR_CLASSES
-from analysis.io import InputError
+from analysis.errors import InputError
 
 __all__ = [
     "Annotation",
@@ -34,6 +34,7 @@ __all__ = [
     "read_asap_xml",
     "read_geojson",
     "tumor_geometry",
+    "valid_multipolygon",
     "write_asap_xml",
     "write_geojson",
 ]
@@ -207,6 +208,24 @@ def read_annotations(path: str | Path) -> list[Annotation]:
 
 
 # --------------------------------------------------------------------------- tumor geometry
+
+
+def valid_multipolygon(geometry: BaseGeometry) -> MultiPolygon:
+    """A valid MultiPolygon with the area of ``geometry`` (lines and points dropped).
+
+    An invalid input is repaired polygon by polygon and the parts merged
+    (:func:`_repaired_union`): ``make_valid`` on a whole MultiPolygon whose
+    parts overlap would turn the overlap into a hole.
+
+    >>> valid_multipolygon(shapely.box(0, 0, 2, 2)).geom_type
+    'MultiPolygon'
+    >>> figure_eight = Polygon([(0, 0), (2, 2), (2, 0), (0, 2)])
+    >>> valid_multipolygon(figure_eight).area
+    2.0
+    """
+    if not (isinstance(geometry, Polygon | MultiPolygon) and geometry.is_valid):
+        geometry = _repaired_union([geometry])
+    return _as_multipolygon(geometry)
 
 
 def _as_multipolygon(geometry: BaseGeometry) -> MultiPolygon:
@@ -431,9 +450,7 @@ def rasterize(geometry: BaseGeometry, *, shape: tuple[int, int], downsample: flo
         raise ValueError(f"downsample must be a positive number, got {downsample!r}")
     if height < 0 or width < 0:
         raise ValueError(f"shape must be non-negative, got {shape!r}")
-    if not (isinstance(geometry, Polygon | MultiPolygon) and geometry.is_valid):
-        geometry = _repaired_union([geometry])
-    polygons = _as_multipolygon(geometry).geoms
+    polygons = valid_multipolygon(geometry).geoms
     rings = [np.asarray(ring.coords, dtype=np.float64)[:, :2] for p in polygons for ring in (p.exterior, *p.interiors)]
     out_diff = np.zeros((height, width + 1), dtype=np.int8)
     rings = [ring for ring in rings if len(ring) >= 2]

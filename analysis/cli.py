@@ -50,13 +50,12 @@ from analysis.evaluation import (
     Progress,
     SlideArrays,
     SlideInput,
-    check_range,
     check_slides,
     load_slide,
     run_evaluation,
 )
 from analysis.io import InputError, read_heatmap, read_members, read_truth_mask
-from analysis.sua import parse_aggregate
+from analysis.sua import check_range, parse_aggregate
 from analysis.uncertainty import UNCERTAINTY_METHODS, binary_entropy, uncertainty_map
 
 __all__ = ["main", "read_manifest"]

@@ -58,3 +58,14 @@ LR_DECAY: float = 0.1
 LR_PATIENCE_EPOCHS: int = 20
 MAX_EPOCHS: int = 250
 HEALTHY_PER_TUMOR_PATCH: int = 4
+
+#: Tissue mask (inference, training and the cohort page's "Tissue %" alike):
+#: Otsu on HSV saturation, never below this floor (glass is unsaturated) ...
+TISSUE_MIN_SATURATION: float = 0.04
+#: ... dust under this many mask pixels dropped, holes up to this many filled ...
+TISSUE_MIN_OBJECT_PX: int = 16
+TISSUE_MAX_HOLE_PX: int = 64
+#: ... on a thumbnail at least this coarse (Otsu sees tissue, not nuclei) and
+#: at most this many pixels on its longer side.
+TISSUE_MIN_DOWNSAMPLE: float = 16.0
+TISSUE_MAX_SIDE: int = 4096

@@ -48,7 +48,15 @@ from analysis.metrics import (
     slide_froc,
     summarise,
 )
-from analysis.sua import baseline_refine, candidate_pixels, find_regions, flag, parse_aggregate, sua_refine
+from analysis.sua import (
+    baseline_refine,
+    candidate_pixels,
+    check_range,
+    find_regions,
+    flag,
+    parse_aggregate,
+    sua_refine,
+)
 from analysis.uncertainty import UNCERTAINTY_METHODS
 
 __all__ = [
@@ -143,16 +151,6 @@ class EvaluationSettings:
             "itc_major_axis_um": defaults.ITC_MAJOR_AXIS_UM,
             "froc_fp_rates": list(defaults.FROC_FP_RATES),
         }
-
-
-def check_range(lower: float, upper: float) -> None:
-    """Raise :class:`InputError` unless ``0 <= lower < upper <= 1``."""
-    if not (math.isfinite(lower) and math.isfinite(upper)):
-        raise InputError(f"range {lower:g}:{upper:g}: bounds must be numbers")
-    if not lower < upper:
-        raise InputError(f"range {lower:g}:{upper:g}: lower must be below upper")
-    if lower < 0.0 or upper > 1.0:
-        raise InputError(f"range {lower:g}:{upper:g}: bounds must lie in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -502,6 +500,23 @@ def _concat(arrays: list[np.ndarray], dtype: type) -> np.ndarray:
 # --------------------------------------------------------------------------- the evaluation
 
 
+def _calibrate(
+    calibration: Sequence[_Calibration], *, beta: float
+) -> tuple[list[tuple[float | None, float | None]], list[DomainFigures]]:
+    """Per range: the (SUA, baseline) thresholds calibrated on the validation slides, and their figures' data."""
+    thresholds: list[tuple[float | None, float | None]] = []
+    validation_parts: list[DomainFigures] = []
+    for store in calibration:
+        scores, is_fn = _concat(store.npr_scores, np.float64), _concat(store.npr_is_fn, bool)
+        pixel_u, pixel_fn = _concat(store.pixel_u, np.float64), _concat(store.pixel_is_fn, bool)
+        thresholds.append(
+            (calibrate_threshold(scores, is_fn, beta=beta), calibrate_threshold(pixel_u, pixel_fn, beta=beta))
+        )
+        hist_fn, hist_tn = _pixel_histograms(pixel_u, pixel_fn)
+        validation_parts.append(DomainFigures(scores, is_fn, hist_fn, hist_tn))
+    return thresholds, validation_parts
+
+
 def run_evaluation(
     slides: Sequence[SlideInput], settings: EvaluationSettings, *, progress: Progress | None = None
 ) -> Evaluation:
@@ -521,19 +536,7 @@ def run_evaluation(
         _validation_slide(load_slide(slide), settings, calibration)
         notify("validation", done, len(validation))
 
-    thresholds: list[tuple[float | None, float | None]] = []
-    validation_parts: list[DomainFigures] = []
-    for store in calibration:
-        scores, is_fn = _concat(store.npr_scores, np.float64), _concat(store.npr_is_fn, bool)
-        pixel_u, pixel_fn = _concat(store.pixel_u, np.float64), _concat(store.pixel_is_fn, bool)
-        thresholds.append(
-            (
-                calibrate_threshold(scores, is_fn, beta=settings.beta),
-                calibrate_threshold(pixel_u, pixel_fn, beta=settings.beta),
-            )
-        )
-        hist_fn, hist_tn = _pixel_histograms(pixel_u, pixel_fn)
-        validation_parts.append(DomainFigures(scores, is_fn, hist_fn, hist_tn))
+    thresholds, validation_parts = _calibrate(calibration, beta=settings.beta)
     del calibration  # the validation pixels are the largest thing held
 
     domains: dict[str, _DomainStats] = {}

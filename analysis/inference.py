@@ -35,7 +35,6 @@ in the parent before the fork).
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import queue
@@ -48,19 +47,19 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import tifffile
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
 from analysis.models import FCDenseNet, fcdensenet_probability, tumor_probability
-from analysis.slide_io import Slide, level_shape, open_slide, read_region, tissue_mask
+from analysis.slide_io import Slide, level_shape, open_slide, read_region, tissue_downsample, tissue_mask
 from analysis.uncertainty import ensemble_heatmaps
 
 __all__ = [
     "EnsemblePredictor",
     "InferenceCancelled",
+    "InferenceOptions",
     "MCDropoutPredictor",
     "Predictor",
     "SlideHeatmaps",
@@ -68,9 +67,7 @@ __all__ = [
     "TileGrid",
     "check_tiling",
     "plan_tiles",
-    "read_heatmap_tiff",
     "run_ensemble",
-    "write_heatmap_tiff",
 ]
 
 
@@ -551,27 +548,25 @@ def plan_tiles(
 
 
 def _tissue_on_heatmap(
-    slide: Slide, heatmap_shape: tuple[int, int], heatmap_downsample: float, tissue_downsample: float | None
-) -> np.ndarray:
-    """Tissue mask on the heatmap grid by the pixel-centre rule, dilated one mask pixel.
+    slide: Slide, heatmap_shape: tuple[int, int], heatmap_downsample: float, tissue_at: float | None
+) -> tuple[np.ndarray, float]:
+    """Tissue mask on the heatmap grid by the pixel-centre rule, dilated one mask pixel, and the tissue fraction.
 
-    The mask comes from a thumbnail at ``tissue_downsample`` (default: the
-    heatmap downsample times the smallest power of two that keeps the
-    thumbnail within 4096 pixels and at least 16x coarser than level 0, where
-    Otsu sees tissue rather than single nuclei).  The dilation keeps tissue
-    edges that a coarse mask would clip.
+    The mask is :func:`~analysis.slide_io.tissue_mask` at ``tissue_at``
+    (default: :func:`~analysis.slide_io.tissue_downsample`); the fraction is
+    that mask's mean, the number the cohort page shows.  The dilation keeps
+    tissue edges that a coarse mask would clip.
     """
-    if tissue_downsample is None:
-        tissue_downsample = heatmap_downsample
-        while tissue_downsample < 16 or max(slide.width, slide.height) / tissue_downsample > 4096:
-            tissue_downsample *= 2
-    mask = tissue_mask(slide, downsample=tissue_downsample)
+    if tissue_at is None:
+        tissue_at = tissue_downsample(slide, heatmap_downsample=heatmap_downsample)
+    mask = tissue_mask(slide, downsample=tissue_at)
+    fraction = float(mask.mean()) if mask.size else 0.0
     mask = ndimage.binary_dilation(mask, structure=np.ones((3, 3), dtype=bool))
-    rows = np.floor((np.arange(heatmap_shape[0]) + 0.5) * heatmap_downsample / tissue_downsample).astype(np.int64)
-    cols = np.floor((np.arange(heatmap_shape[1]) + 0.5) * heatmap_downsample / tissue_downsample).astype(np.int64)
+    rows = np.floor((np.arange(heatmap_shape[0]) + 0.5) * heatmap_downsample / tissue_at).astype(np.int64)
+    cols = np.floor((np.arange(heatmap_shape[1]) + 0.5) * heatmap_downsample / tissue_at).astype(np.int64)
     rows = np.clip(rows, 0, mask.shape[0] - 1)
     cols = np.clip(cols, 0, mask.shape[1] - 1)
-    return np.asarray(mask[np.ix_(rows, cols)])
+    return np.asarray(mask[np.ix_(rows, cols)]), fraction
 
 
 # --------------------------------------------------------------------------- reading
@@ -686,6 +681,10 @@ class SlideHeatmaps:
     tiles_processed, tiles_total : int
         Tiles run (tissue) and the tiles covering the whole slide.
     elapsed_s : float
+    tissue_fraction : float or None
+        Fraction of the slide that the tissue mask (before its dilation)
+        covers, as :func:`analysis.slide_io.tissue_fraction` computes it;
+        None when the run kept every pixel (``use_tissue_mask=False``).
     """
 
     members: np.ndarray
@@ -699,38 +698,15 @@ class SlideHeatmaps:
     tiles_processed: int
     tiles_total: int
     elapsed_s: float
+    tissue_fraction: float | None = None
 
 
-def run_ensemble(
-    slide_path: str | os.PathLike[str],
-    members: Sequence[nn.Module] | Predictor,
-    *,
-    level_downsample: float,
-    heatmap_downsample: float,
-    tile_size: int = 256,
-    overlap: int = 32,
-    batch_size: int = 16,
-    device: str | torch.device = "cpu",
-    progress: Callable[[float], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    autocast: bool | None = None,
-    tissue_downsample: float | None = None,
-    use_tissue_mask: bool = True,
-    members_dtype: type[np.floating[Any]] | np.dtype[Any] = np.float32,
-    members_path: str | os.PathLike[str] | None = None,
-    prefetch: int = 3,
-    chunk_rows: int = 256,
-    workers: int | None = None,
-) -> SlideHeatmaps:
-    """Segmentation and uncertainty heatmaps of a whole slide.
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How :func:`run_ensemble` cuts, runs and stores a slide.
 
-    Parameters
+    Attributes
     ----------
-    slide_path
-        Any slide large-image opens.
-    members
-        The ensemble's K models (run as an :class:`EnsemblePredictor` on
-        ``device``), or any :class:`Predictor` (MC dropout, TTA, ...).
     level_downsample
         Resolution the models see, relative to level 0.
     heatmap_downsample
@@ -743,15 +719,11 @@ def run_ensemble(
         Tiles per forward pass.
     device
         ``"cpu"``, ``"cuda"``, ``"cuda:1"``; ignored for a Predictor (it has one).
-    progress
-        Called with the fraction of tiles done (0 ... 1).
-    should_stop
-        Polled before each batch; True stops the run with :class:`InferenceCancelled`.
     autocast
-        Mixed precision of the :class:`EnsemblePredictor` built from ``members``
-        (``None``: on CUDA only; ``True``: bf16 on the CPU as well).
+        Mixed precision of the :class:`EnsemblePredictor` built from the
+        members (``None``: on CUDA only; ``True``: bf16 on the CPU as well).
     tissue_downsample
-        Resolution of the tissue mask (default: see ``_tissue_on_heatmap``).
+        Resolution of the tissue mask (default: :func:`analysis.slide_io.tissue_downsample`).
     use_tissue_mask
         False runs every tile and keeps every pixel (for comparisons).
     members_dtype
@@ -764,8 +736,49 @@ def run_ensemble(
         Row chunk of the uncertainty computation.
     workers
         CPU forward passes run side by side by the :class:`EnsemblePredictor`
-        built from ``members`` (``None``: ``torch.get_num_threads()``, the
+        built from the members (``None``: ``torch.get_num_threads()``, the
         caller's thread budget; see :class:`EnsemblePredictor`).
+    """
+
+    level_downsample: float
+    heatmap_downsample: float
+    tile_size: int = 256
+    overlap: int = 32
+    batch_size: int = 16
+    device: str | torch.device = "cpu"
+    autocast: bool | None = None
+    tissue_downsample: float | None = None
+    use_tissue_mask: bool = True
+    members_dtype: type[np.floating[Any]] | np.dtype[Any] = np.float32
+    members_path: str | os.PathLike[str] | None = None
+    prefetch: int = 3
+    chunk_rows: int = 256
+    workers: int | None = None
+
+
+def run_ensemble(
+    slide_path: str | os.PathLike[str],
+    members: Sequence[nn.Module] | Predictor,
+    options: InferenceOptions,
+    *,
+    progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SlideHeatmaps:
+    """Segmentation and uncertainty heatmaps of a whole slide.
+
+    Parameters
+    ----------
+    slide_path
+        Any slide large-image opens.
+    members
+        The ensemble's K models (run as an :class:`EnsemblePredictor` on
+        ``options.device``), or any :class:`Predictor` (MC dropout, TTA, ...).
+    options
+        Resolutions, tiling, device and storage (:class:`InferenceOptions`).
+    progress
+        Called with the fraction of tiles done (0 ... 1).
+    should_stop
+        Polled before each batch; True stops the run with :class:`InferenceCancelled`.
 
     Returns
     -------
@@ -777,43 +790,100 @@ def run_ensemble(
         When ``should_stop()`` returned True.
     ValueError
         On inconsistent downsamples or tile geometry.
+
+    Examples
+    --------
+    >>> options = InferenceOptions(level_downsample=4, heatmap_downsample=16)
+    >>> result = run_ensemble("slide.tiff", members, options)  # doctest: +SKIP
+    >>> result.mean.shape == result.tissue.shape  # doctest: +SKIP
+    True
     """
     started = time.perf_counter()
     predictor = (
         members
         if isinstance(members, Predictor)
-        else EnsemblePredictor(list(members), device=device, autocast=autocast, workers=workers)
+        else EnsemblePredictor(
+            list(members), device=options.device, autocast=options.autocast, workers=options.workers
+        )
     )
-    factor = check_tiling(tile_size=tile_size, overlap=overlap, level_downsample=level_downsample,
-                          heatmap_downsample=heatmap_downsample)
+    factor = check_tiling(
+        tile_size=options.tile_size,
+        overlap=options.overlap,
+        level_downsample=options.level_downsample,
+        heatmap_downsample=options.heatmap_downsample,
+    )
     slide = open_slide(slide_path)
-    lvl = level_shape(slide, level_downsample)
+    lvl = level_shape(slide, options.level_downsample)
     hm_shape = (math.ceil(lvl[0] / factor), math.ceil(lvl[1] / factor))
-    tissue = (
-        _tissue_on_heatmap(slide, hm_shape, heatmap_downsample, tissue_downsample)
-        if use_tissue_mask
-        else np.ones(hm_shape, dtype=bool)
+    tissue, fraction = (
+        _tissue_on_heatmap(slide, hm_shape, options.heatmap_downsample, options.tissue_downsample)
+        if options.use_tissue_mask
+        else (np.ones(hm_shape, dtype=bool), None)
     )
     grid = plan_tiles(
-        lvl, factor=factor, tile_size=tile_size, overlap=overlap, tissue=tissue if use_tissue_mask else None
+        lvl,
+        factor=factor,
+        tile_size=options.tile_size,
+        overlap=options.overlap,
+        tissue=tissue if options.use_tissue_mask else None,
     )
     k = predictor.n_samples
-    if members_path is not None:
+    if options.members_path is not None:
         samples: np.ndarray = np.lib.format.open_memmap(
-            Path(members_path), mode="w+", dtype=np.dtype(members_dtype), shape=(k, *hm_shape)
+            Path(options.members_path), mode="w+", dtype=np.dtype(options.members_dtype), shape=(k, *hm_shape)
         )
     else:
-        samples = np.zeros((k, *hm_shape), dtype=members_dtype)
-
-    n_cores = len(grid.cores)
-    done = 0
+        samples = np.zeros((k, *hm_shape), dtype=options.members_dtype)
     if progress is not None:
         progress(0.0)
+    _predict_into(samples, predictor, slide, grid, options, progress=progress, should_stop=should_stop)
+    if options.use_tissue_mask:
+        outside = ~tissue
+        for i in range(k):
+            samples[i][outside] = 0
+    if isinstance(samples, np.memmap):
+        samples.flush()
+    maps = ensemble_heatmaps(samples, chunk_rows=options.chunk_rows)
+    if progress is not None and len(grid.cores) == 0:
+        progress(1.0)
+    return SlideHeatmaps(
+        members=samples,
+        mean=maps.mean,
+        entropy=maps.entropy,
+        mutual_information=maps.mutual_information,
+        variance=maps.variance,
+        tissue=tissue,
+        downsample=float(options.heatmap_downsample),
+        level_downsample=float(options.level_downsample),
+        tiles_processed=len(grid.cores),
+        tiles_total=grid.n_total,
+        elapsed_s=time.perf_counter() - started,
+        tissue_fraction=fraction,
+    )
+
+
+def _predict_into(
+    samples: np.ndarray,
+    predictor: Predictor,
+    slide: Slide,
+    grid: TileGrid,
+    options: InferenceOptions,
+    *,
+    progress: Callable[[float], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> None:
+    """Run every tile of ``grid`` and write each core's pooled ``(K, step, step)`` block into ``samples``."""
+    n_cores = len(grid.cores)
+    lvl = grid.level_shape
+    k = predictor.n_samples
+    done = 0
     o, c, f = grid.overlap, grid.core, grid.factor
     step = c // f
     dev = predictor.device
+    batches = _batches(slide, grid, options.level_downsample, options.batch_size, options.prefetch,
+                       pin=dev.type == "cuda")
     with torch.inference_mode():
-        for cores, tiles in _batches(slide, grid, level_downsample, batch_size, prefetch, pin=dev.type == "cuda"):
+        for cores, tiles in batches:
             if should_stop is not None and should_stop():
                 raise InferenceCancelled(f"{slide.path}: inference stopped after {done} of {n_cores} tiles")
             # (B, T, T, 3) uint8 -> (B, 3, T, T) float in [0, 1]: a permuted view is NHWC
@@ -837,163 +907,3 @@ def run_ensemble(
             done += len(cores)
             if progress is not None:
                 progress(done / n_cores if n_cores else 1.0)
-    if use_tissue_mask:
-        outside = ~tissue
-        for i in range(k):
-            samples[i][outside] = 0
-    if isinstance(samples, np.memmap):
-        samples.flush()
-    maps = ensemble_heatmaps(samples, chunk_rows=chunk_rows)
-    if progress is not None and n_cores == 0:
-        progress(1.0)
-    return SlideHeatmaps(
-        members=samples,
-        mean=maps.mean,
-        entropy=maps.entropy,
-        mutual_information=maps.mutual_information,
-        variance=maps.variance,
-        tissue=tissue,
-        downsample=float(heatmap_downsample),
-        level_downsample=float(level_downsample),
-        tiles_processed=n_cores,
-        tiles_total=grid.n_total,
-        elapsed_s=time.perf_counter() - started,
-    )
-
-
-# --------------------------------------------------------------------------- heatmap files
-
-_HEATMAP_FORMAT = "sua-heatmap"
-
-
-def _halve(array: np.ndarray) -> np.ndarray:
-    """2x2 mean (a lone last row / column averages what it has)."""
-    h, w = array.shape
-    a = array.astype(np.float64)
-    if h % 2:
-        a = np.concatenate([a, a[-1:]], axis=0)
-    if w % 2:
-        a = np.concatenate([a, a[:, -1:]], axis=1)
-    return a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean(axis=(1, 3))
-
-
-def write_heatmap_tiff(
-    array: np.ndarray,
-    path: str | os.PathLike[str],
-    *,
-    downsample: float,
-    dtype: str = "float32",
-    compression: str = "zlib",
-    tile: int = 256,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write a heatmap as a pyramidal, tiled, compressed TIFF.
-
-    Parameters
-    ----------
-    array
-        ``(H, W)`` values in [0, 1] (probabilities, or uncertainties up to ln 2).
-    path
-        Output file.
-    downsample
-        Level-0 pixels per heatmap pixel; stored in the image description
-        (JSON) with ``dtype`` and ``scale``.
-    dtype
-        ``"float32"`` (exact) or ``"uint16"`` (value * 65535, rounded: half
-        the size, error <= 7.7e-6).
-    compression
-        ``"zlib"`` (any TIFF reader) or ``"zstd"``; with a predictor
-        (floating-point for float32, horizontal for uint16).
-    tile
-        Tile edge (multiple of 16).  Reduced levels (2x2 means, as sub-IFDs)
-        are added until one tile holds the whole level.
-    extra
-        More JSON-safe metadata for the description.
-
-    Returns
-    -------
-    Path
-    """
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"a heatmap must be 2-D (H, W), got shape {array.shape}")
-    if not (downsample > 0 and math.isfinite(downsample)):
-        raise ValueError(f"downsample must be a positive number, got {downsample!r}")
-    if dtype not in ("float32", "uint16"):
-        raise ValueError(f"dtype must be 'float32' or 'uint16', got {dtype!r}")
-    if compression not in ("zlib", "zstd"):
-        raise ValueError(f"compression must be 'zlib' or 'zstd', got {compression!r}")
-    if tile < 16 or tile % 16:
-        raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
-    values = array.astype(np.float64)
-    if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
-        raise ValueError("heatmap values must be finite and in [0, 1]")
-
-    def encode(a: np.ndarray) -> np.ndarray:
-        if dtype == "uint16":
-            return np.round(a * 65535.0).astype(np.uint16)
-        return a.astype(np.float32)
-
-    levels = [values]
-    while max(levels[-1].shape) > tile:
-        levels.append(_halve(levels[-1]))
-    description = {
-        "format": _HEATMAP_FORMAT,
-        "downsample": float(downsample),
-        "dtype": dtype,
-        "scale": 65535 if dtype == "uint16" else 1,
-        "shape": list(array.shape),
-        **(extra or {}),
-    }
-    path = Path(path)
-    options: dict[str, Any] = {
-        "tile": (tile, tile),
-        "compression": compression,
-        "predictor": True,
-        "photometric": "minisblack",
-    }
-    with tifffile.TiffWriter(path, bigtiff=values.size * 4 > 2**31) as tw:
-        tw.write(
-            encode(levels[0]),
-            subifds=len(levels) - 1,
-            description=json.dumps(description),
-            metadata=None,
-            **options,
-        )
-        for level in levels[1:]:
-            tw.write(encode(level), subfiletype=1, metadata=None, **options)
-    return path
-
-
-def read_heatmap_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
-    """Read a heatmap written by :func:`write_heatmap_tiff`.
-
-    Returns
-    -------
-    (array, downsample)
-        ``(H, W)`` float32 (uint16 files scaled back to [0, 1]) and the
-        level-0 pixels per heatmap pixel.
-
-    Raises
-    ------
-    ValueError
-        If the file is not such a heatmap.
-    """
-    path = Path(path)
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            try:
-                meta = json.loads(page.description)
-            except (ValueError, TypeError):
-                meta = None
-            if not isinstance(meta, dict) or meta.get("format") != _HEATMAP_FORMAT or "downsample" not in meta:
-                raise ValueError(f"{path}: not a SUA heatmap TIFF (no downsample in its description)")
-            data = page.asarray()
-    except (OSError, tifffile.TiffFileError) as exc:
-        raise ValueError(f"{path}: cannot read the heatmap ({' '.join(str(exc).split())})") from exc
-    if data.dtype == np.uint16:
-        array = data.astype(np.float32) / np.float32(65535.0)
-    else:
-        array = data.astype(np.float32, copy=False)
-    return array, float(meta["downsample"])

@@ -1,4 +1,4 @@
-"""Reading heatmaps, ensemble members and ground-truth masks from disk.
+"""Reading heatmaps, ensemble members and ground-truth masks from disk; writing heatmap TIFFs.
 
 Every reader validates what it returns and raises :class:`InputError` (a
 ``ValueError``) whose message names the file and the problem in one line, so
@@ -18,6 +18,9 @@ Containers and value conventions
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +32,8 @@ import numpy.typing as npt
 import tifffile
 from PIL import Image
 
+from analysis.errors import InputError
+
 __all__ = [
     "ANNOTATION_SUFFIXES",
     "HEATMAP_RANGES",
@@ -36,8 +41,10 @@ __all__ = [
     "check_unit_interval",
     "heatmap_rgba",
     "read_heatmap",
+    "read_heatmap_tiff",
     "read_members",
     "read_truth_mask",
+    "write_heatmap_tiff",
 ]
 
 #: Files read as vector annotations (dispatched to :mod:`analysis.annotations`).
@@ -46,10 +53,6 @@ _TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".btf", ".tf8", ".ome.tif")
 # Pillow is only used for plain raster images; it decodes lazily, so the size
 # check below happens before pixels are read.
 Image.MAX_IMAGE_PIXELS = None
-
-
-class InputError(ValueError):
-    """Bad input data: the message names the file (or slide) and the problem."""
 
 
 # --------------------------------------------------------------------------- checks
@@ -65,7 +68,7 @@ def check_unit_interval(values: npt.ArrayLike, *, what: str) -> None:
     >>> check_unit_interval(np.array([0.0, np.nan]), what="x.npy")
     Traceback (most recent call last):
     ...
-    analysis.io.InputError: x.npy: contains NaN
+    analysis.errors.InputError: x.npy: contains NaN
     """
     array = np.asarray(values)
     if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.unsignedinteger):
@@ -339,7 +342,7 @@ def read_truth_mask(
     path = Path(path)
     height, width = int(shape[0]), int(shape[1])
     if path.suffix.lower() in ANNOTATION_SUFFIXES:
-        # Imported here: annotations imports this module for its error type.
+        # Imported here: annotations (shapely) is only needed for vector files.
         from analysis import annotations
 
         _require_file(path)
@@ -486,3 +489,140 @@ def heatmap_rgba(values: npt.ArrayLike, kind: str) -> np.ndarray:
     # Low uncertainty fades out so the tissue stays readable under it.
     rgba[..., 3] = np.round(np.sqrt(scaled) * 255).astype(np.uint8)
     return np.asarray(rgba, dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------- heatmap files
+
+_HEATMAP_FORMAT = "sua-heatmap"
+
+
+def _halve(array: np.ndarray) -> np.ndarray:
+    """2x2 mean (a lone last row / column averages what it has)."""
+    h, w = array.shape
+    a = array.astype(np.float64)
+    if h % 2:
+        a = np.concatenate([a, a[-1:]], axis=0)
+    if w % 2:
+        a = np.concatenate([a, a[:, -1:]], axis=1)
+    return a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2).mean(axis=(1, 3))
+
+
+def write_heatmap_tiff(
+    array: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    downsample: float,
+    dtype: str = "float32",
+    compression: str = "zlib",
+    tile: int = 256,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a heatmap as a pyramidal, tiled, compressed TIFF.
+
+    Parameters
+    ----------
+    array
+        ``(H, W)`` values in [0, 1] (probabilities, or uncertainties up to ln 2).
+    path
+        Output file.
+    downsample
+        Level-0 pixels per heatmap pixel; stored in the image description
+        (JSON) with ``dtype`` and ``scale``.
+    dtype
+        ``"float32"`` (exact) or ``"uint16"`` (value * 65535, rounded: half
+        the size, error <= 7.7e-6).
+    compression
+        ``"zlib"`` (any TIFF reader) or ``"zstd"``; with a predictor
+        (floating-point for float32, horizontal for uint16).
+    tile
+        Tile edge (multiple of 16).  Reduced levels (2x2 means, as sub-IFDs)
+        are added until one tile holds the whole level.
+    extra
+        More JSON-safe metadata for the description.
+
+    Returns
+    -------
+    Path
+    """
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"a heatmap must be 2-D (H, W), got shape {array.shape}")
+    if not (downsample > 0 and math.isfinite(downsample)):
+        raise ValueError(f"downsample must be a positive number, got {downsample!r}")
+    if dtype not in ("float32", "uint16"):
+        raise ValueError(f"dtype must be 'float32' or 'uint16', got {dtype!r}")
+    if compression not in ("zlib", "zstd"):
+        raise ValueError(f"compression must be 'zlib' or 'zstd', got {compression!r}")
+    if tile < 16 or tile % 16:
+        raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
+    values = array.astype(np.float64)
+    check_unit_interval(values, what="heatmap")
+
+    def encode(a: np.ndarray) -> np.ndarray:
+        if dtype == "uint16":
+            return np.round(a * 65535.0).astype(np.uint16)
+        return a.astype(np.float32)
+
+    levels = [values]
+    while max(levels[-1].shape) > tile:
+        levels.append(_halve(levels[-1]))
+    description = {
+        "format": _HEATMAP_FORMAT,
+        "downsample": float(downsample),
+        "dtype": dtype,
+        "scale": 65535 if dtype == "uint16" else 1,
+        "shape": list(array.shape),
+        **(extra or {}),
+    }
+    path = Path(path)
+    options: dict[str, Any] = {
+        "tile": (tile, tile),
+        "compression": compression,
+        "predictor": True,
+        "photometric": "minisblack",
+    }
+    with tifffile.TiffWriter(path, bigtiff=values.size * 4 > 2**31) as tw:
+        tw.write(
+            encode(levels[0]),
+            subifds=len(levels) - 1,
+            description=json.dumps(description),
+            metadata=None,
+            **options,
+        )
+        for level in levels[1:]:
+            tw.write(encode(level), subfiletype=1, metadata=None, **options)
+    return path
+
+
+def read_heatmap_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:
+    """Read a heatmap written by :func:`write_heatmap_tiff`.
+
+    Returns
+    -------
+    (array, downsample)
+        ``(H, W)`` float32 (uint16 files scaled back to [0, 1]) and the
+        level-0 pixels per heatmap pixel.
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a heatmap.
+    """
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            try:
+                meta = json.loads(page.description)
+            except (ValueError, TypeError):
+                meta = None
+            if not isinstance(meta, dict) or meta.get("format") != _HEATMAP_FORMAT or "downsample" not in meta:
+                raise ValueError(f"{path}: not a SUA heatmap TIFF (no downsample in its description)")
+            data = page.asarray()
+    except (OSError, tifffile.TiffFileError) as exc:
+        raise ValueError(f"{path}: cannot read the heatmap ({' '.join(str(exc).split())})") from exc
+    if data.dtype == np.uint16:
+        array = data.astype(np.float32) / np.float32(65535.0)
+    else:
+        array = data.astype(np.float32, copy=False)
+    return array, float(meta["downsample"])

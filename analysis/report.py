@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import html
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from analysis.evaluation import PIXEL_BINS, Evaluation, RangeFigures
+from analysis.evaluation import PIXEL_BINS, DomainFigures, Evaluation, RangeFigures
 
 __all__ = ["FIGURES", "TABLES", "report_tables", "write_report"]
 
@@ -167,7 +167,15 @@ def _threshold_line(axes: Axes, threshold: float | None) -> None:
         axes.axvline(threshold, color="black", linestyle="--", linewidth=1)
 
 
-def _npr_figure(ranges: Sequence[RangeFigures]) -> Figure:
+def _histogram_panels(
+    ranges: Sequence[RangeFigures],
+    *,
+    title: str,
+    empty: str,
+    has_data: Callable[[DomainFigures], bool],
+    draw: Callable[[Axes, RangeFigures, DomainFigures], None],
+) -> Figure:
+    """One panel per (part, range): ``draw`` where ``has_data``, else the words ``empty``."""
     parts = _parts(ranges)
     figure, grid = _grid(len(parts), len(ranges))
     for col, entry in enumerate(ranges):
@@ -175,40 +183,43 @@ def _npr_figure(ranges: Sequence[RangeFigures]) -> Figure:
             axes: Axes = grid[row, col]
             data = entry.parts.get(part)
             axes.set_title(f"{part}, {entry.lower:g}-{entry.upper:g}", fontsize=9)
-            if data is None or data.npr_scores.size == 0:
-                axes.text(0.5, 0.5, "no NPR", ha="center", va="center", transform=axes.transAxes)
+            if data is None or not has_data(data):
+                axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes)
                 continue
-            low, high = float(data.npr_scores.min()), float(data.npr_scores.max())
-            bins = np.linspace(low, high if high > low else low + 1e-3, 31).tolist()
-            axes.hist(data.npr_scores[data.npr_is_fn], bins=bins, color=_FN_COLOUR, alpha=0.6, label="FN")
-            axes.hist(data.npr_scores[~data.npr_is_fn], bins=bins, color=_TN_COLOUR, alpha=0.6, label="TN")
-            _threshold_line(axes, entry.sua_threshold)
-            axes.set_xlabel("NPR score", fontsize=8)
+            draw(axes, entry, data)
             axes.legend(fontsize=7)
-    figure.suptitle("Aggregated uncertainty of NPRs")
+    figure.suptitle(title)
     return figure
+
+
+def _npr_figure(ranges: Sequence[RangeFigures]) -> Figure:
+    def draw(axes: Axes, entry: RangeFigures, data: DomainFigures) -> None:
+        low, high = float(data.npr_scores.min()), float(data.npr_scores.max())
+        bins = np.linspace(low, high if high > low else low + 1e-3, 31).tolist()
+        axes.hist(data.npr_scores[data.npr_is_fn], bins=bins, color=_FN_COLOUR, alpha=0.6, label="FN")
+        axes.hist(data.npr_scores[~data.npr_is_fn], bins=bins, color=_TN_COLOUR, alpha=0.6, label="TN")
+        _threshold_line(axes, entry.sua_threshold)
+        axes.set_xlabel("NPR score", fontsize=8)
+
+    return _histogram_panels(
+        ranges, title="Aggregated uncertainty of NPRs", empty="no NPR",
+        has_data=lambda data: data.npr_scores.size > 0, draw=draw,
+    )
 
 
 def _pixel_figure(ranges: Sequence[RangeFigures]) -> Figure:
-    parts = _parts(ranges)
-    figure, grid = _grid(len(parts), len(ranges))
-    for col, entry in enumerate(ranges):
-        for row, part in enumerate(parts):
-            axes: Axes = grid[row, col]
-            data = entry.parts.get(part)
-            axes.set_title(f"{part}, {entry.lower:g}-{entry.upper:g}", fontsize=9)
-            if data is None or (data.pixel_fn.sum() + data.pixel_tn.sum()) == 0:
-                axes.text(0.5, 0.5, "no candidate pixel", ha="center", va="center", transform=axes.transAxes)
-                continue
-            axes.stairs(data.pixel_fn, PIXEL_BINS, color=_FN_COLOUR, fill=True, alpha=0.6, label="FN")
-            axes.stairs(data.pixel_tn, PIXEL_BINS, color=_TN_COLOUR, fill=True, alpha=0.6, label="TN")
-            used = np.flatnonzero(data.pixel_fn + data.pixel_tn)
-            axes.set_xlim(0.0, float(PIXEL_BINS[used[-1] + 1]))
-            _threshold_line(axes, entry.baseline_threshold)
-            axes.set_xlabel("pixel uncertainty", fontsize=8)
-            axes.legend(fontsize=7)
-    figure.suptitle("Baseline: uncertainty of candidate pixels")
-    return figure
+    def draw(axes: Axes, entry: RangeFigures, data: DomainFigures) -> None:
+        axes.stairs(data.pixel_fn, PIXEL_BINS, color=_FN_COLOUR, fill=True, alpha=0.6, label="FN")
+        axes.stairs(data.pixel_tn, PIXEL_BINS, color=_TN_COLOUR, fill=True, alpha=0.6, label="TN")
+        used = np.flatnonzero(data.pixel_fn + data.pixel_tn)
+        axes.set_xlim(0.0, float(PIXEL_BINS[used[-1] + 1]))
+        _threshold_line(axes, entry.baseline_threshold)
+        axes.set_xlabel("pixel uncertainty", fontsize=8)
+
+    return _histogram_panels(
+        ranges, title="Baseline: uncertainty of candidate pixels", empty="no candidate pixel",
+        has_data=lambda data: (data.pixel_fn.sum() + data.pixel_tn.sum()) != 0, draw=draw,
+    )
 
 
 def _fncr_figure(ranges: Sequence[RangeFigures]) -> Figure:

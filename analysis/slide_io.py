@@ -1,5 +1,9 @@
 """A thin reader over large-image: RGB regions at a downsample, and a tissue mask.
 
+The one slide reader and the one definition of tissue: inference, training and
+the portal (its tile service and the cohort page's "Tissue %") all read pixels
+with :func:`to_rgb8` and find tissue with :func:`tissue_mask`.
+
 Coordinates
 -----------
 A slide of level-0 size ``W0 x H0`` is seen at a downsample ``d`` as a grid of
@@ -17,23 +21,34 @@ encoding.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
+import tifffile
+from skimage.filters import threshold_otsu
+from skimage.morphology import remove_small_holes, remove_small_objects
+
+from analysis import defaults
 
 __all__ = [
     "Slide",
     "SlideError",
+    "check_tiff_complete",
     "level_shape",
     "open_slide",
     "read_region",
     "read_thumbnail",
+    "slide_from_source",
+    "tissue_downsample",
+    "tissue_fraction",
     "tissue_mask",
+    "to_rgb8",
 ]
 
 
@@ -79,12 +94,99 @@ def open_slide(path: str | os.PathLike[str]) -> Slide:
         raise SlideError(f"{path}: no such slide file")
     try:
         source = large_image.open(str(path))
-        metadata = source.getMetadata()
     except Exception as exc:  # large-image raises its own TileSourceError, and others on bad files
+        raise SlideError(f"{path}: cannot open the slide ({' '.join(str(exc).split())})") from exc
+    return slide_from_source(path, source)
+
+
+def slide_from_source(path: str | os.PathLike[str], source: Any) -> Slide:
+    """A :class:`Slide` over a large-image source someone else opened (the tile service's, say).
+
+    Raises
+    ------
+    SlideError
+        If the source cannot describe itself.
+    """
+    path = Path(path)
+    try:
+        metadata = source.getMetadata()
+    except Exception as exc:
         raise SlideError(f"{path}: cannot open the slide ({' '.join(str(exc).split())})") from exc
     mm_x = metadata.get("mm_x")
     mpp = float(mm_x) * 1000.0 if mm_x else None
     return Slide(path=path, source=source, width=int(metadata["sizeX"]), height=int(metadata["sizeY"]), mpp=mpp)
+
+
+def check_tiff_complete(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`SlideError` when a TIFF's image directories or image data run past its end.
+
+    A truncated pyramidal TIFF still opens (large-image makes up the missing
+    levels from the ones it finds) and its first tiles decode, so only the
+    structure tells: every image directory, strip and tile must lie inside the
+    file.  tifffile reads the directories and their data offsets and byte
+    counts; the chain of directories ends where tifffile stopped only if the
+    last one's next-directory pointer is 0.  Files that are not TIFF (DICOM,
+    MIRAX) are left to the decode checks.  The message names no path (it is
+    shown to the person who uploaded the file).
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if fh.read(2) not in (b"II", b"MM"):
+            return
+
+    def truncated(what: str, end: int) -> SlideError:
+        return SlideError(f"the file is truncated: {what} reaches byte {end:,} but the file has only {size:,} bytes")
+
+    # tifffile logs, and skips, a tag whose value lies past the end: collect those.
+    past_end = _PastEndRecords()
+    tifffile_log = logging.getLogger("tifffile")
+    tifffile_log.addHandler(past_end)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages: dict[int, Any] = {page.offset: page for page in tif.pages}
+            for series in tif.series:
+                for level in series.levels:
+                    pages.update((page.offset, page) for page in level.pages if page is not None)
+            # tifffile stops quietly (it logs) at a directory beyond the end: read the pointer it stopped at.
+            pointer_at = tif.pages.next_page_offset
+            if pointer_at is not None:
+                if pointer_at + tif.tiff.offsetsize > size:
+                    raise truncated("an image directory", pointer_at + tif.tiff.offsetsize)
+                tif.filehandle.seek(pointer_at)
+                raw = tif.filehandle.read(tif.tiff.offsetsize)
+                following = int.from_bytes(raw, "little" if tif.byteorder == "<" else "big")
+                if following >= size:
+                    raise truncated("an image directory", following)
+            for page in pages.values():
+                for subifd in getattr(page, "subifds", None) or ():
+                    if subifd >= size:
+                        raise truncated("an image directory", subifd)
+                ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False) if c]
+                if ends and max(ends) > size:
+                    raise truncated("the image data", max(ends))
+    except tifffile.TiffFileError as exc:
+        # A cut inside the first directories leaves tifffile nothing to read at all.
+        raise SlideError(
+            f"the file is truncated or damaged: its image directories cannot be read ({' '.join(str(exc).split())})"
+        ) from exc
+    finally:
+        tifffile_log.removeHandler(past_end)
+    if past_end.offsets:
+        raise truncated("a tag's value", max(past_end.offsets))
+
+
+class _PastEndRecords(logging.Handler):
+    """The offsets of tifffile's "invalid value offset N" records (tag values past the end of the file)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.offsets: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.search(r"invalid value offset (\d+)", record.getMessage())
+        if found:
+            self.offsets.append(int(found.group(1)))
 
 
 def level_shape(slide: Slide, downsample: float) -> tuple[int, int]:
@@ -98,8 +200,16 @@ def _check_downsample(downsample: float) -> None:
         raise ValueError(f"downsample must be a finite number >= 1, got {downsample!r}")
 
 
-def _to_rgb8(array: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 from whatever large-image returned (grey, grey+alpha, RGB, RGBA; 8/16 bit, float)."""
+def to_rgb8(array: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` uint8 from whatever large-image returned.
+
+    Grey, grey + alpha, RGB or RGBA; 8 or 16 bit, or float.  Transparent
+    pixels are composited over white (glass), so a reader never sees the
+    colour values under a zero alpha.
+
+    >>> to_rgb8(np.array([[[0, 0, 0, 0], [10, 20, 30, 255]]], dtype=np.uint8)).tolist()
+    [[[255, 255, 255], [10, 20, 30]]]
+    """
     if array.ndim == 2:
         array = array[:, :, None]
     if array.dtype != np.uint8:
@@ -178,7 +288,7 @@ def read_region(slide: Slide, *, level_downsample: float, left: int, top: int, w
             f"{slide.path}: cannot read region x {x0}..{x1}, y {y0}..{y1} at downsample {d:g} "
             f"({' '.join(str(exc).split())})"
         ) from exc
-    rgb = _to_rgb8(np.asarray(array))
+    rgb = to_rgb8(np.asarray(array))
     # large-image can round the output size by a pixel for non-native downsamples.
     h = min(rgb.shape[0], y1 - y0)
     w = min(rgb.shape[1], x1 - x0)
@@ -202,54 +312,30 @@ def read_thumbnail(slide: Slide, *, downsample: float) -> np.ndarray:
         )
     except Exception as exc:
         raise SlideError(f"{slide.path}: cannot read a thumbnail ({' '.join(str(exc).split())})") from exc
-    rgb = _to_rgb8(np.asarray(array))
+    rgb = to_rgb8(np.asarray(array))
     out = np.full((out_h, out_w, 3), 255, dtype=np.uint8)
     h, w = min(out_h, rgb.shape[0]), min(out_w, rgb.shape[1])
     out[:h, :w] = rgb[:h, :w]
     return out
 
 
-def _otsu(values: np.ndarray) -> float:
-    """Otsu's threshold of values in [0, 1] (256-bin histogram)."""
-    hist, edges = np.histogram(values, bins=256, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = np.divide(m0, w0, out=np.zeros_like(m0), where=w0 > 0)
-    mean1 = np.divide(m0[-1] - m0, w1, out=np.zeros_like(m0), where=w1 > 0)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between)) + 1])
-
-
-def _remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
-    """Drop 8-connected components smaller than ``min_size`` pixels."""
-    if min_size <= 1 or not mask.any():
-        return mask
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_size
-    keep[0] = False
-    return np.asarray(keep[labels])
-
-
 def tissue_mask(
     slide: Slide | np.ndarray,
     *,
     downsample: float,
-    min_saturation: float = 0.04,
-    min_object_px: int = 16,
-    max_hole_px: int = 64,
+    min_saturation: float = defaults.TISSUE_MIN_SATURATION,
+    min_object_px: int = defaults.TISSUE_MIN_OBJECT_PX,
+    max_hole_px: int = defaults.TISSUE_MAX_HOLE_PX,
 ) -> np.ndarray:
     """Where the slide holds tissue, on the grid at ``downsample``.
 
     Otsu's threshold on the HSV saturation of a low-resolution thumbnail
     (glass is grey-white: unsaturated; stained tissue is not), never below
     ``min_saturation`` so that a blank slide is not split into "tissue" noise;
-    then components under ``min_object_px`` pixels (dust) are removed and
-    holes under ``max_hole_px`` pixels (nuclei-free spots, small lumina) are
-    filled.
+    then 8-connected components under ``min_object_px`` pixels (dust) are
+    removed and holes of at most ``max_hole_px`` pixels (nuclei-free spots,
+    small lumina) are filled.  Background touching the border is glass around
+    the tissue, never a hole, whatever its size.
 
     Parameters
     ----------
@@ -257,13 +343,21 @@ def tissue_mask(
         An open :class:`Slide`, or an RGB thumbnail ``(h, w, 3)`` uint8 already
         read at ``downsample``.
     downsample
-        Of the mask relative to level 0; coarse (16-64) is enough and fast.
+        Of the mask relative to level 0; coarse (16-64) is enough and fast
+        (:func:`tissue_downsample` picks one).
 
     Returns
     -------
     np.ndarray
         bool, ``(ceil(H0 / d), ceil(W0 / d))`` for a slide, the thumbnail's
         ``(h, w)`` otherwise.
+
+    Examples
+    --------
+    >>> glass = np.full((32, 32, 3), 235, dtype=np.uint8)
+    >>> glass[8:24, 8:24] = (200, 80, 160)  # a pink square of stained tissue
+    >>> int(tissue_mask(glass, downsample=16).sum())
+    256
     """
     rgb = read_thumbnail(slide, downsample=downsample) if isinstance(slide, Slide) else np.asarray(slide)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
@@ -274,17 +368,44 @@ def tissue_mask(
     saturation = np.divide(high - low, high, out=np.zeros_like(high), where=high > 0)
     threshold = min_saturation
     if saturation.size and float(saturation.max() - saturation.min()) > min_saturation:
-        threshold = max(threshold, _otsu(saturation))
+        threshold = max(threshold, float(threshold_otsu(saturation, nbins=256)))
     mask = saturation > threshold
-    mask = _remove_small(mask, min_object_px)
+    if min_object_px > 1 and mask.any():
+        mask = remove_small_objects(mask, max_size=min_object_px - 1, connectivity=2)
     if max_hole_px > 0 and mask.any():
-        holes = ~mask
-        labels, n = ndimage.label(holes)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        # Holes touching the border are background, whatever their size.
-        border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-        small = sizes <= max_hole_px
-        small[0] = False
-        small[border] = False
-        mask = mask | small[labels]
-    return mask
+        # A glass frame wider than any hole joins all border-touching background
+        # into one region too large to fill.
+        pad = math.isqrt(max_hole_px) + 1
+        framed = np.pad(mask, pad, constant_values=False)
+        mask = remove_small_holes(framed, max_size=max_hole_px, connectivity=1)[pad:-pad, pad:-pad]
+    return np.asarray(mask)
+
+
+def tissue_downsample(slide: Slide, *, heatmap_downsample: float) -> float:
+    """The downsample of the tissue mask that inference at ``heatmap_downsample`` uses.
+
+    The heatmap downsample times the smallest power of two that keeps the
+    thumbnail within ``TISSUE_MAX_SIDE`` pixels and at least
+    ``TISSUE_MIN_DOWNSAMPLE`` times coarser than level 0, where Otsu sees
+    tissue rather than single nuclei.
+
+    >>> tissue_downsample(Slide(Path("s.tiff"), None, 100_000, 60_000, None), heatmap_downsample=4)
+    32.0
+    """
+    _check_downsample(heatmap_downsample)
+    downsample = float(heatmap_downsample)
+    while downsample < defaults.TISSUE_MIN_DOWNSAMPLE or max(slide.width, slide.height) / downsample > (
+        defaults.TISSUE_MAX_SIDE
+    ):
+        downsample *= 2
+    return downsample
+
+
+def tissue_fraction(slide: Slide, *, heatmap_downsample: float) -> float:
+    """Fraction of the slide that is tissue, by the mask inference at ``heatmap_downsample`` uses.
+
+    What the cohort page shows as "Tissue %": the mean of :func:`tissue_mask`
+    at :func:`tissue_downsample`, so that it is the tissue inference runs on.
+    """
+    mask = tissue_mask(slide, downsample=tissue_downsample(slide, heatmap_downsample=heatmap_downsample))
+    return float(mask.mean()) if mask.size else 0.0

@@ -38,6 +38,7 @@ from scipy import ndimage as ndi
 from skimage.measure import label as _skimage_label
 
 from analysis import defaults
+from analysis.errors import InputError
 
 __all__ = [
     "SlideRegions",
@@ -45,6 +46,7 @@ __all__ = [
     "aggregate_uncertainty",
     "baseline_refine",
     "candidate_pixels",
+    "check_range",
     "false_negative_regions",
     "find_regions",
     "flag",
@@ -123,14 +125,22 @@ def _as_labels(labels: npt.ArrayLike, *, check_negative: bool = True) -> np.ndar
     return lab
 
 
-def _check_range(lower: float, upper: float) -> tuple[float, float]:
+def check_range(lower: float, upper: float) -> tuple[float, float]:
+    """``(lower, upper)`` as floats; :class:`~analysis.errors.InputError` unless ``0 <= lower < upper <= 1``.
+
+    The one check of a candidate range, for the functions here, the evaluation
+    settings and the command line alike.
+
+    >>> check_range(0.55, 0.95)
+    (0.55, 0.95)
+    """
     lo, up = float(lower), float(upper)
-    if math.isnan(lo) or math.isnan(up):
-        raise ValueError(f"lower ({lo}) and upper ({up}) must be numbers, not NaN")
+    if not (math.isfinite(lo) and math.isfinite(up)):
+        raise InputError(f"range {lo:g}:{up:g}: bounds must be numbers")
     if not lo < up:
-        raise ValueError(f"lower ({lo}) must be < upper ({up})")
+        raise InputError(f"range {lo:g}:{up:g}: lower must be below upper")
     if lo < 0.0 or up > 1.0:
-        raise ValueError(f"the range must satisfy 0 <= lower < upper <= 1; got ({lo}, {up})")
+        raise InputError(f"range {lo:g}:{up:g}: bounds must lie in [0, 1]")
     return lo, up
 
 
@@ -371,7 +381,7 @@ def candidate_pixels(segmentation: npt.ArrayLike, *, lower: float, upper: float)
     array([[False, False,  True, False]])
     """
     s = _as_segmentation(segmentation)
-    lo, up = _check_range(lower, upper)
+    lo, up = check_range(lower, upper)
     out = s > lo
     out &= s < up
     return out
@@ -725,7 +735,7 @@ def baseline_refine(
     """
     s = _as_segmentation(segmentation)
     u = _as_uncertainty(uncertainty, s.shape)
-    lo, up = _check_range(lower, upper)
+    lo, up = check_range(lower, upper)
     refined = s >= up
     flagged = flag(u, threshold)
     flagged &= s > lo
@@ -812,7 +822,7 @@ def find_regions(
     q = parse_aggregate(how)
     s = _as_segmentation(segmentation)
     u = _as_uncertainty(uncertainty, s.shape)
-    lo, up = _check_range(lower, upper)
+    lo, up = check_range(lower, upper)
     level = float(fn_fraction)
     if not 0.0 < level <= 1.0:
         raise ValueError(f"fn_fraction ({level}) must be in (0, 1]")

@@ -39,6 +39,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.inference import plan_tiles, run_ensemble
+from analysis.inference import InferenceOptions, plan_tiles, run_ensemble
 from analysis.models import build_network, load_member, tumor_probability
 from analysis.slide_io import level_shape, open_slide, read_region
 
@@ -158,28 +159,29 @@ def main(argv: list[str] | None = None) -> int:
             for model in members:
                 model.eval()(torch.rand(1, 3, args.tile, args.tile))
 
-        common = {
-            "level_downsample": args.level,
-            "heatmap_downsample": args.heatmap,
-            "tile_size": args.tile,
-            "overlap": args.overlap,
-            "batch_size": args.batch,
-            "device": args.device,
-        }
+        options = InferenceOptions(
+            level_downsample=args.level,
+            heatmap_downsample=args.heatmap,
+            tile_size=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch,
+            device=args.device,
+            workers=args.workers,
+        )
         t0 = time.perf_counter()
-        fast = run_ensemble(slide_path, members, workers=args.workers, **common)  # type: ignore[arg-type]
+        fast = run_ensemble(slide_path, members, options)
         t_fast = time.perf_counter() - t0
 
         t_one, one = None, None
         if args.workers > 1:
             t0 = time.perf_counter()
-            one = run_ensemble(slide_path, members, workers=1, **common)  # type: ignore[arg-type]
+            one = run_ensemble(slide_path, members, replace(options, workers=1))
             t_one = time.perf_counter() - t0
 
         t_bf16, half = None, None
         if args.bf16:
             t0 = time.perf_counter()
-            half = run_ensemble(slide_path, members, workers=args.workers, autocast=True, **common)  # type: ignore[arg-type]
+            half = run_ensemble(slide_path, members, replace(options, autocast=True))
             t_bf16 = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -302,7 +302,8 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
     The claim is a conditional update: a queued row, or a running one whose worker died
     (the task came back because of acks_late + reject_on_worker_lost), becomes ours.
     """
-    from analysis.inference import InferenceCancelled, run_ensemble, write_heatmap_tiff
+    from analysis.inference import InferenceCancelled, InferenceOptions, run_ensemble
+    from analysis.io import write_heatmap_tiff
 
     claim = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
     claimed = SlideHeatmap.objects.filter(
@@ -325,12 +326,12 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
         if heatmap.slide.size_bytes and size != heatmap.slide.size_bytes:
             raise EnsembleError(f"the stored slide file is {size} bytes, not the {heatmap.slide.size_bytes} bytes "
                                 "that were uploaded and checked: it was damaged in storage")
-        result = run_ensemble(
-            slide_path, members,
+        options = InferenceOptions(
             level_downsample=ensemble.level_downsample, heatmap_downsample=downsample,
             tile_size=ensemble.tile_size, overlap=settings.INFERENCE_OVERLAP, batch_size=settings.INFERENCE_BATCH,
-            device=device, progress=progress, should_stop=progress.should_stop,
+            device=device,
         )
+        result = run_ensemble(slide_path, members, options, progress=progress, should_stop=progress.should_stop)
         if progress.should_stop():
             raise Cancelled()
         with tempfile.TemporaryDirectory(prefix="heatmap-") as tmp:
@@ -364,7 +365,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
 
 
 def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:
-    from analysis.inference import read_heatmap_tiff
+    from analysis.io import read_heatmap_tiff
 
     field = getattr(heatmap, kind)
     with field.open("rb") as fh, tempfile.NamedTemporaryFile(suffix=".tiff") as tmp:

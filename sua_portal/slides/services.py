@@ -209,7 +209,7 @@ def store_slide(
     info: tiles.SlideInfo | None = None
     if probe:
         try:
-            info = tiles.inspect_slide(path, tissue=False)
+            info = tiles.inspect_slide(path)
         except tiles.SlideReadError as exc:
             raise SlideRejected(f"{filename} is not a readable slide: {exc}.") from None
     slide = Slide(
@@ -456,7 +456,7 @@ def check_slide(slide_id: int) -> Slide | None:
         return None
     slide = Slide.objects.select_related("cohort").get(pk=slide_id)
     try:
-        info = tiles.inspect_slide(local_path(slide), tissue=True)
+        info = tiles.inspect_slide(local_path(slide), heatmap_downsample=settings.HEATMAP_DOWNSAMPLE)
     except tiles.SlideReadError as exc:
         reason = str(exc)
         slide.status, slide.failure_reason = Slide.Status.FAILED, f"{reason[:1].upper()}{reason[1:]}."
@@ -493,16 +493,6 @@ def recheck_slide(slide: Slide) -> Slide:
 def _geojson(geometry: BaseGeometry) -> dict[str, Any]:
     """A plain-JSON GeoJSON geometry (lists, floats) from shapely."""
     return json.loads(json.dumps(mapping(geometry)))
-
-
-def _as_multipolygon(geometry: BaseGeometry) -> MultiPolygon:
-    if not geometry.is_valid:
-        geometry = shapely.make_valid(geometry)
-    parts = [g for g in shapely.get_parts(geometry) if g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty]
-    polygons: list[Any] = []
-    for part in parts:
-        polygons.extend(part.geoms if part.geom_type == "MultiPolygon" else [part])
-    return MultiPolygon(polygons)
 
 
 def _slide_size(slide: Slide) -> tuple[int, int]:
@@ -622,13 +612,13 @@ def annotation_geometry(
                 f"{width} x {height}."
             )
         polygons = ann.mask_to_polygons(mask, downsample=float(downsample))
-        geometry = _as_multipolygon(shapely.union_all(polygons)) if polygons else MultiPolygon()
+        geometry = ann.valid_multipolygon(shapely.union_all(polygons)) if polygons else MultiPolygon()
     else:
         raise SlideRejected(
             f"{filename}: annotations are read from ASAP XML (.xml), GeoJSON (.geojson, .json) or a binary "
             f"mask (.png, .tif); '{suffix or 'no extension'}' is none of these."
         )
-    geometry = _as_multipolygon(geometry)
+    geometry = ann.valid_multipolygon(geometry)
     # A mask's last row and column may reach past the slide by less than one mask pixel.
     tolerance = max(EDGE_TOLERANCE_PX, float(downsample or 0)) if suffix in ANNOTATION_MASK_EXTENSIONS else None
     _check_inside(geometry, width=width, height=height, filename=filename,

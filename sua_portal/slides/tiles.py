@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import math
 import re
-import struct
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,20 +30,20 @@ import numpy as np
 from large_image.constants import TILE_FORMAT_NUMPY
 from PIL import Image
 
+from analysis import slide_io
+
 __all__ = [
     "JPEG_QUALITY",
     "DeepZoom",
     "SlideInfo",
     "SlideReadError",
     "TileOutOfRange",
-    "check_tiff_structure",
     "deep_zoom",
     "inspect_slide",
     "open_source",
     "region",
     "slide_size",
     "thumbnail",
-    "tissue_fraction",
 ]
 
 #: Quality of the JPEG tiles large-image encodes (raw JPEG tiles pass through unchanged).
@@ -132,138 +131,12 @@ def _short(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- the slide check
 
 
-_TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 13: ("I", 4), 16: ("Q", 8), 18: ("Q", 8)}
-_STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS, _SUBIFDS = 273, 279, 324, 325, 330
-
-
-def check_tiff_structure(path: Path | str) -> None:
-    """Raise :class:`SlideReadError` when a TIFF's directories or image data run past its end.
-
-    A truncated pyramidal TIFF still opens (large-image makes up the missing
-    levels from the ones it finds) and its first tiles decode, so only the
-    structure tells: every image directory, strip and tile must lie inside the
-    file.  Files that are not TIFF (DICOM, MIRAX) are left to the decode checks.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(16)
-        if head[:2] not in (b"II", b"MM") or len(head) < 8:
-            return
-        order = "<" if head[:2] == b"II" else ">"
-        magic = struct.unpack(order + "H", head[2:4])[0]
-        if magic == 42:
-            big, count_fmt, entry_size, offset_fmt = False, "H", 12, "I"
-            first = struct.unpack(order + "I", head[4:8])[0]
-            if size > 2**32:
-                # Only NDPI goes past 4 GiB in classic TIFF, with offsets of its own: not checkable here.
-                return
-        elif magic == 43 and len(head) >= 16:
-            big, count_fmt, entry_size, offset_fmt = True, "Q", 20, "Q"
-            first = struct.unpack(order + "Q", head[8:16])[0]
-        else:
-            return
-        count_size = struct.calcsize(count_fmt)
-        offset_size = struct.calcsize(offset_fmt)
-        inline = 8 if big else 4
-        pending: list[int] = [first]
-        seen: set[int] = set()
-
-        def truncated(what: str, end: int) -> SlideReadError:
-            return SlideReadError(
-                f"the file is truncated: {what} reaches byte {end:,} but the file has only {size:,} bytes"
-            )
-
-        def values(type_: int, count: int, raw: bytes) -> list[int]:
-            fmt, item = _TIFF_TYPES[type_]
-            if count * item <= inline:
-                data = raw[: count * item]
-            else:
-                where = struct.unpack(order + offset_fmt, raw[:offset_size])[0]
-                if where + count * item > size:
-                    raise truncated("a tag's value", where + count * item)
-                fh.seek(where)
-                data = fh.read(count * item)
-            return list(struct.unpack(f"{order}{count}{fmt}", data))
-
-        while pending:
-            offset = pending.pop()
-            if offset == 0 or offset in seen:
-                continue
-            if len(seen) > 100_000:
-                raise SlideReadError("the file's image directories never end (a loop)")
-            seen.add(offset)
-            if offset + count_size > size:
-                raise truncated("an image directory", offset + count_size)
-            fh.seek(offset)
-            n = struct.unpack(order + count_fmt, fh.read(count_size))[0]
-            end = offset + count_size + n * entry_size + offset_size
-            if end > size:
-                raise truncated("an image directory", end)
-            block = fh.read(n * entry_size + offset_size)
-            tags: dict[int, list[int]] = {}
-            for i in range(n):
-                entry = block[i * entry_size : (i + 1) * entry_size]
-                tag, type_ = struct.unpack(order + "HH", entry[:4])
-                if tag not in (_STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS, _SUBIFDS):
-                    continue
-                if type_ not in _TIFF_TYPES:
-                    continue
-                count = struct.unpack(order + offset_fmt, entry[4 : 4 + offset_size])[0]
-                if count > 50_000_000:
-                    raise SlideReadError("the file has an implausible tile table (damaged file)")
-                tags[tag] = values(type_, count, entry[4 + offset_size :])
-            pending.append(struct.unpack(order + offset_fmt, block[n * entry_size :])[0])
-            pending.extend(tags.get(_SUBIFDS, []))
-            for offsets_tag, counts_tag in ((_STRIP_OFFSETS, _STRIP_COUNTS), (_TILE_OFFSETS, _TILE_COUNTS)):
-                offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
-                if offsets and counts:
-                    data_end = max(o + c for o, c in zip(offsets, counts, strict=False) if c)
-                    if data_end > size:
-                        raise truncated("the image data", data_end)
-
-
 def _level_tiles(source: Any, z: int) -> tuple[int, int]:
     scale = 2 ** (source.levels - 1 - z)
     return (
         max(1, math.ceil(source.sizeX / (source.tileWidth * scale))),
         max(1, math.ceil(source.sizeY / (source.tileHeight * scale))),
     )
-
-
-def _rgb(array: np.ndarray) -> np.ndarray:
-    """uint8 RGB from whatever a source returns (grey, grey+alpha, RGBA, 16 bit)."""
-    if array.dtype != np.uint8:
-        top = float(array.max()) if array.size else 1.0
-        scale = 255.0 / (65535.0 if array.dtype == np.uint16 else max(top, 1.0))
-        array = np.clip(array.astype(np.float32) * scale, 0, 255).astype(np.uint8)
-    if array.ndim == 2:
-        array = array[:, :, None]
-    if array.shape[2] in (1, 2):
-        array = np.repeat(array[:, :, :1], 3, axis=2)
-    return np.ascontiguousarray(array[:, :, :3])
-
-
-def tissue_fraction(source: Any, *, max_side: int = 1024) -> float:
-    """Fraction of a low-resolution image that is tissue: Otsu on HSV saturation.
-
-    Glass is bright and grey (low saturation), stained tissue is coloured.  A
-    floor on the threshold keeps an empty slide at zero instead of letting Otsu
-    split the noise of the glass in two.
-    """
-    from skimage.color import rgb2hsv
-    from skimage.filters import threshold_otsu
-
-    array, _ = source.getRegion(output={"maxWidth": max_side, "maxHeight": max_side}, format=TILE_FORMAT_NUMPY)
-    array = np.asarray(array)
-    alpha = array[:, :, 3] > 0 if array.ndim == 3 and array.shape[2] == 4 else None
-    saturation = rgb2hsv(_rgb(array))[:, :, 1]
-    values = saturation[alpha] if alpha is not None else saturation.ravel()
-    if values.size == 0:
-        return 0.0
-    threshold = threshold_otsu(values) if float(values.max()) > float(values.min()) else float(values.max())
-    tissue = values > max(float(threshold), 0.07)
-    return float(tissue.sum()) / float(saturation.size)
 
 
 def slide_size(path: Path | str) -> tuple[int, int]:
@@ -275,8 +148,12 @@ def slide_size(path: Path | str) -> tuple[int, int]:
     return int(source.sizeX), int(source.sizeY)
 
 
-def inspect_slide(path: Path | str, *, tissue: bool = True) -> SlideInfo:
+def inspect_slide(path: Path | str, *, heatmap_downsample: float | None = None) -> SlideInfo:
     """Open a slide and prove it decodes: thumbnail, first and last tile of every level.
+
+    With ``heatmap_downsample``, also its tissue fraction: the share of the
+    tissue mask that inference at that heatmap downsample runs on
+    (:func:`analysis.slide_io.tissue_fraction`).
 
     Raises :class:`SlideReadError` with a reason a person understands: empty,
     truncated, not a slide, or a level whose tiles cannot be decoded.  Opened
@@ -287,7 +164,10 @@ def inspect_slide(path: Path | str, *, tissue: bool = True) -> SlideInfo:
         raise SlideReadError("the slide file is missing from storage")
     if path.stat().st_size == 0:
         raise SlideReadError("the file is empty")
-    check_tiff_structure(path)
+    try:
+        slide_io.check_tiff_complete(path)
+    except slide_io.SlideError as exc:
+        raise SlideReadError(str(exc)) from None
     try:
         source = large_image.open(str(path), encoding="JPEG", noCache=True)
     except Exception as exc:
@@ -315,9 +195,11 @@ def inspect_slide(path: Path | str, *, tissue: bool = True) -> SlideInfo:
         mm_x = metadata.get("mm_x")
         native_levels = sum(1 for level in source._nonemptyLevelsList() if level is not None)
         fraction = None
-        if tissue:
+        if heatmap_downsample is not None:
             try:
-                fraction = tissue_fraction(source)
+                fraction = slide_io.tissue_fraction(
+                    slide_io.slide_from_source(path, source), heatmap_downsample=heatmap_downsample
+                )
             except Exception as exc:
                 raise SlideReadError(f"its low-resolution image cannot be read ({_short(exc)})") from exc
         return SlideInfo(
@@ -339,7 +221,7 @@ def inspect_slide(path: Path | str, *, tissue: bool = True) -> SlideInfo:
 
 
 def _encode(array: np.ndarray, fmt: str) -> bytes:
-    image = Image.fromarray(_rgb(array))
+    image = Image.fromarray(slide_io.to_rgb8(array))
     out = io.BytesIO()
     if fmt == "PNG":
         image.save(out, format="PNG", compress_level=2)
@@ -414,7 +296,7 @@ class DeepZoom:
         except Exception as exc:
             raise SlideReadError(f"tile {level}/{col}_{row} cannot be read ({_short(exc)})") from exc
         top_w, top_h = self.level_size(self.offset)
-        image = Image.fromarray(_rgb(coarsest[:top_h, :top_w]))
+        image = Image.fromarray(slide_io.to_rgb8(coarsest[:top_h, :top_w]))
         return _encode(np.asarray(image.resize((level_w, level_h), Image.Resampling.LANCZOS)), "JPEG")
 
     def _tile_from_region(self, level: int, col: int, row: int, want_w: int, want_h: int) -> np.ndarray:
@@ -427,7 +309,7 @@ class DeepZoom:
             output={"maxWidth": want_w, "maxHeight": want_h},
             format=TILE_FORMAT_NUMPY,
         )
-        array = _rgb(np.asarray(array))
+        array = slide_io.to_rgb8(np.asarray(array))
         if array.shape[:2] != (want_h, want_w):
             array = np.asarray(Image.fromarray(array).resize((want_w, want_h), Image.Resampling.LANCZOS))
         return array

@@ -19,6 +19,7 @@ from analysis.annotations import (
     rasterize,
     read_asap_xml,
     read_geojson,
+    valid_multipolygon,
     write_asap_xml,
     write_geojson,
 )
@@ -302,3 +303,14 @@ def test_mask_to_polygons_keeps_holes_and_drops_collinear_vertices() -> None:
     assert len(ring.interiors) == 1
     assert len(ring.exterior.coords) == 5  # a square: 4 corners + closing vertex
     assert mask_to_polygons(np.zeros((3, 3)), downsample=1) == []
+
+
+def test_overlapping_parts_of_a_multipolygon_stay_area_when_it_is_repaired() -> None:
+    # Two squares overlapping in a 1 x 2 strip: an invalid MultiPolygon that
+    # make_valid on the whole would read with a hole where they overlap.
+    overlapping = MultiPolygon([box(0, 0, 2, 2), box(1, 0, 3, 2)])
+    assert not overlapping.is_valid
+    repaired = valid_multipolygon(overlapping)
+    assert repaired.is_valid and repaired.geom_type == "MultiPolygon"
+    assert repaired.area == pytest.approx(6.0)
+    assert valid_multipolygon(shapely.GeometryCollection([box(0, 0, 1, 1), shapely.Point(5, 5)])).area == 1.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +16,14 @@ from torch import nn
 from analysis.inference import (
     EnsemblePredictor,
     InferenceCancelled,
+    InferenceOptions,
     MCDropoutPredictor,
     Predictor,
     TTAPredictor,
     plan_tiles,
-    read_heatmap_tiff,
     run_ensemble,
-    write_heatmap_tiff,
 )
-from analysis.io import read_heatmap
+from analysis.io import read_heatmap, read_heatmap_tiff, write_heatmap_tiff
 from analysis.models import build_network
 from analysis.slide_io import level_shape, open_slide, read_region, tissue_mask
 from analysis.uncertainty import binary_entropy
@@ -128,12 +128,14 @@ def test_stitching_reproduces_the_whole_image_function_exactly(
     result = run_ensemble(
         noise_slide,
         [RedChannel()],
-        level_downsample=level,
-        heatmap_downsample=heatmap,
-        tile_size=tile,
-        overlap=overlap,
-        batch_size=3,
-        use_tissue_mask=False,
+        InferenceOptions(
+            level_downsample=level,
+            heatmap_downsample=heatmap,
+            tile_size=tile,
+            overlap=overlap,
+            batch_size=3,
+            use_tissue_mask=False,
+        ),
     )
     expected = whole_image_probability(RedChannel(), noise_slide, level=level, margin=0)
     factor = heatmap // level
@@ -155,12 +157,14 @@ def test_stitching_is_seamless_for_receptive_fields_within_the_overlap(
     result = run_ensemble(
         noise_slide,
         [model],
-        level_downsample=1,
-        heatmap_downsample=1,
-        tile_size=tile,
-        overlap=overlap,
-        batch_size=4,
-        use_tissue_mask=False,
+        InferenceOptions(
+            level_downsample=1,
+            heatmap_downsample=1,
+            tile_size=tile,
+            overlap=overlap,
+            batch_size=4,
+            use_tissue_mask=False,
+        ),
     )
     expected = whole_image_probability(model, noise_slide, level=1, margin=overlap)
     np.testing.assert_allclose(result.members[0], expected, rtol=0, atol=2e-6)
@@ -171,12 +175,14 @@ def test_too_little_overlap_leaves_seams(noise_slide: Path) -> None:
     result = run_ensemble(
         noise_slide,
         [model],
-        level_downsample=1,
-        heatmap_downsample=1,
-        tile_size=40,
-        overlap=1,
-        batch_size=4,
-        use_tissue_mask=False,
+        InferenceOptions(
+            level_downsample=1,
+            heatmap_downsample=1,
+            tile_size=40,
+            overlap=1,
+            batch_size=4,
+            use_tissue_mask=False,
+        ),
     )
     expected = whole_image_probability(model, noise_slide, level=1, margin=1)
     assert np.abs(result.members[0] - expected).max() > 1e-3
@@ -191,7 +197,11 @@ def test_tile_geometry_is_checked() -> None:
 
 def test_heatmap_downsample_must_be_a_multiple_of_the_level(noise_slide: Path) -> None:
     with pytest.raises(ValueError, match="integer multiple"):
-        run_ensemble(noise_slide, [RedChannel()], level_downsample=2, heatmap_downsample=3, tile_size=32, overlap=0)
+        run_ensemble(
+            noise_slide,
+            [RedChannel()],
+            InferenceOptions(level_downsample=2, heatmap_downsample=3, tile_size=32, overlap=0),
+        )
 
 
 # --------------------------------------------------------------------------- tissue
@@ -209,9 +219,9 @@ def test_tissue_mask_finds_the_disc(tissue_slide: Path) -> None:
 
 
 def test_only_tissue_is_processed_and_the_rest_is_zero(tissue_slide: Path) -> None:
-    kwargs = {"level_downsample": 1, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
-    masked = run_ensemble(tissue_slide, [RedChannel(), SmallConv(3)], **kwargs)  # type: ignore[arg-type]
-    everything = run_ensemble(tissue_slide, [RedChannel(), SmallConv(3)], use_tissue_mask=False, **kwargs)  # type: ignore[arg-type]
+    options = InferenceOptions(level_downsample=1, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4)
+    masked = run_ensemble(tissue_slide, [RedChannel(), SmallConv(3)], options)
+    everything = run_ensemble(tissue_slide, [RedChannel(), SmallConv(3)], replace(options, use_tissue_mask=False))
     assert masked.tiles_processed < masked.tiles_total == everything.tiles_processed
     tissue = masked.tissue
     assert 0.2 < tissue.mean() < 0.8
@@ -226,7 +236,9 @@ def test_only_tissue_is_processed_and_the_rest_is_zero(tissue_slide: Path) -> No
 def test_heatmaps_summarise_the_members(tissue_slide: Path) -> None:
     members = [build_network("tiny", seed=s) for s in (0, 1, 2)]
     result = run_ensemble(
-        tissue_slide, members, level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4
+        tissue_slide,
+        members,
+        InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4),
     )
     assert result.members.shape == (3, *result.mean.shape)
     np.testing.assert_allclose(result.mean, result.members.mean(axis=0), atol=1e-6)
@@ -236,10 +248,14 @@ def test_heatmaps_summarise_the_members(tissue_slide: Path) -> None:
 
 
 def test_same_seeds_give_the_same_heatmaps(tissue_slide: Path) -> None:
-    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
+    options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4)
 
     def run(seeds: tuple[int, ...]) -> np.ndarray:
-        return run_ensemble(tissue_slide, [build_network("tiny", seed=s) for s in seeds], **kwargs).members  # type: ignore[arg-type]
+        return run_ensemble(
+            tissue_slide,
+            [build_network("tiny", seed=s) for s in seeds],
+            options,
+        ).members  # type: ignore[arg-type]
 
     first, second, other = run((3, 4)), run((3, 4)), run((3, 5))
     np.testing.assert_array_equal(first, second)
@@ -248,12 +264,12 @@ def test_same_seeds_give_the_same_heatmaps(tissue_slide: Path) -> None:
 
 def test_mc_dropout_is_repeatable_by_seed_and_varies_between_passes(tissue_slide: Path) -> None:
     net = build_network("tiny", seed=0)
-    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
+    options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4)
 
     def run(seed: int) -> np.ndarray:
         predictor = MCDropoutPredictor(net, n_samples=3, seed=seed)
         assert isinstance(predictor, Predictor)
-        return run_ensemble(tissue_slide, predictor, **kwargs).members  # type: ignore[arg-type]
+        return run_ensemble(tissue_slide, predictor, options).members  # type: ignore[arg-type]
 
     a, b, c = run(0), run(0), run(1)
     np.testing.assert_array_equal(a, b)
@@ -324,9 +340,9 @@ def test_lean_path_is_taken_by_eval_fcdensenets_only_and_gives_the_same_heatmaps
     assert EnsemblePredictor([nets[0], scripted, RedChannel()]).lean == [True, False, False]
     assert EnsemblePredictor(nets, lean=False).lean == [False, False]
     assert EnsemblePredictor(nets, autocast=True).lean == [False, False]  # bf16 runs the module
-    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
-    module_path = run_ensemble(tissue_slide, EnsemblePredictor(nets, lean=False, workers=1), **kwargs)  # type: ignore[arg-type]
-    lean = run_ensemble(tissue_slide, nets, workers=1, **kwargs)  # type: ignore[arg-type]
+    options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4)
+    module_path = run_ensemble(tissue_slide, EnsemblePredictor(nets, lean=False, workers=1), options)
+    lean = run_ensemble(tissue_slide, nets, replace(options, workers=1))
     np.testing.assert_allclose(lean.members, module_path.members, rtol=0, atol=1e-5)
     for name in ("mean", "entropy", "mutual_information", "variance"):
         np.testing.assert_allclose(getattr(lean, name), getattr(module_path, name), rtol=0, atol=1e-5)
@@ -346,9 +362,9 @@ def test_side_by_side_workers_give_the_same_heatmaps_for_eager_and_torchscript_m
     nets = [build_network("tiny", seed=s) for s in (5, 6)]
     export_torchscript(nets[1], None, tmp_path / "m.pt")
     scripted, _ = load_member(tmp_path / "m.pt")
-    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
-    serial = run_ensemble(tissue_slide, nets, workers=1, **kwargs)  # type: ignore[arg-type]
-    mixed = run_ensemble(tissue_slide, [nets[0], scripted], workers=2, **kwargs)  # type: ignore[arg-type]
+    options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4)
+    serial = run_ensemble(tissue_slide, nets, replace(options, workers=1))
+    mixed = run_ensemble(tissue_slide, [nets[0], scripted], replace(options, workers=2))
     np.testing.assert_allclose(mixed.members, serial.members, rtol=0, atol=1e-6)
     for name in ("mean", "entropy", "mutual_information", "variance"):
         np.testing.assert_allclose(getattr(mixed, name), getattr(serial, name), rtol=0, atol=1e-6)
@@ -362,11 +378,7 @@ def test_progress_rises_to_one(tissue_slide: Path) -> None:
     run_ensemble(
         tissue_slide,
         [RedChannel()],
-        level_downsample=1,
-        heatmap_downsample=2,
-        tile_size=48,
-        overlap=4,
-        batch_size=2,
+        InferenceOptions(level_downsample=1, heatmap_downsample=2, tile_size=48, overlap=4, batch_size=2),
         progress=seen.append,
     )
     assert seen[0] == 0.0 and seen[-1] == 1.0
@@ -384,13 +396,15 @@ def test_should_stop_cancels_and_stops_the_reader(tissue_slide: Path) -> None:
         run_ensemble(
             tissue_slide,
             [RedChannel()],
-            level_downsample=1,
-            heatmap_downsample=1,
-            tile_size=32,
-            overlap=0,
-            batch_size=1,
+            InferenceOptions(
+                level_downsample=1,
+                heatmap_downsample=1,
+                tile_size=32,
+                overlap=0,
+                batch_size=1,
+                prefetch=1,
+            ),
             should_stop=stop,
-            prefetch=1,
         )
     assert not [t for t in threading.enumerate() if t.name == "tile-reader"]
 
@@ -398,7 +412,9 @@ def test_should_stop_cancels_and_stops_the_reader(tissue_slide: Path) -> None:
 def test_reader_errors_reach_the_caller(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such slide file"):
         run_ensemble(
-            tmp_path / "missing.tiff", [RedChannel()], level_downsample=1, heatmap_downsample=1, tile_size=32, overlap=0
+            tmp_path / "missing.tiff",
+            [RedChannel()],
+            InferenceOptions(level_downsample=1, heatmap_downsample=1, tile_size=32, overlap=0),
         )
 
 
@@ -406,12 +422,14 @@ def test_members_can_live_in_a_memory_mapped_file(tissue_slide: Path, tmp_path: 
     result = run_ensemble(
         tissue_slide,
         [RedChannel()],
-        level_downsample=2,
-        heatmap_downsample=4,
-        tile_size=32,
-        overlap=4,
-        members_path=tmp_path / "m.npy",
-        members_dtype=np.float16,
+        InferenceOptions(
+            level_downsample=2,
+            heatmap_downsample=4,
+            tile_size=32,
+            overlap=4,
+            members_path=tmp_path / "m.npy",
+            members_dtype=np.float16,
+        ),
     )
     stored = np.load(tmp_path / "m.npy")
     assert stored.dtype == np.float16 and stored.shape == result.members.shape
@@ -461,9 +479,9 @@ def test_torchscript_members_give_the_same_heatmaps_as_eager_ones(tissue_slide: 
     net = build_network("tiny", seed=4)
     export_torchscript(net, None, tmp_path / "m.pt")
     scripted, _ = load_member(tmp_path / "m.pt")
-    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
-    eager = run_ensemble(tissue_slide, [net], **kwargs)  # type: ignore[arg-type]
-    script = run_ensemble(tissue_slide, [scripted], **kwargs)  # type: ignore[arg-type]
+    options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4)
+    eager = run_ensemble(tissue_slide, [net], options)
+    script = run_ensemble(tissue_slide, [scripted], options)
     np.testing.assert_allclose(script.mean, eager.mean, atol=1e-6)
     # MC dropout finds the dropout layers of a scripted model too.
     samples = MCDropoutPredictor(scripted, n_samples=2, seed=0).predict(torch.rand(1, 3, 32, 32))
@@ -472,9 +490,9 @@ def test_torchscript_members_give_the_same_heatmaps_as_eager_ones(tissue_slide: 
 
 def test_bf16_on_the_cpu_is_opt_in_and_close_to_float32(tissue_slide: Path) -> None:
     members = [build_network("tiny", seed=s) for s in (0, 1)]
-    kwargs = {"level_downsample": 2, "heatmap_downsample": 4, "tile_size": 64, "overlap": 8, "batch_size": 4}
-    exact = run_ensemble(tissue_slide, members, **kwargs)  # type: ignore[arg-type]
-    half = run_ensemble(tissue_slide, members, autocast=True, **kwargs)  # type: ignore[arg-type]
+    options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4)
+    exact = run_ensemble(tissue_slide, members, options)
+    half = run_ensemble(tissue_slide, members, replace(options, autocast=True))
     assert exact.members.dtype == half.members.dtype == np.float32
     np.testing.assert_allclose(half.members, exact.members, atol=0.05)
 
@@ -506,13 +524,13 @@ def test_read_region_reads_native_levels_exactly(tmp_path: Path) -> None:
 
 
 def test_rgb_conversion_handles_grey_alpha_and_16_bit() -> None:
-    from analysis.slide_io import _to_rgb8
+    from analysis.slide_io import to_rgb8
 
     grey = np.full((2, 2), 7, np.uint8)
-    assert _to_rgb8(grey).shape == (2, 2, 3) and (_to_rgb8(grey) == 7).all()
+    assert to_rgb8(grey).shape == (2, 2, 3) and (to_rgb8(grey) == 7).all()
     rgba = np.zeros((1, 1, 4), np.uint8)  # fully transparent: glass
-    assert _to_rgb8(rgba).tolist() == [[[255, 255, 255]]]
-    assert _to_rgb8(np.full((1, 1, 3), 65535, np.uint16)).tolist() == [[[255, 255, 255]]]
+    assert to_rgb8(rgba).tolist() == [[[255, 255, 255]]]
+    assert to_rgb8(np.full((1, 1, 3), 65535, np.uint16)).tolist() == [[[255, 255, 255]]]
 
 
 @pytest.mark.skipif(not TESTDATA.is_dir(), reason="shared test data not mounted")
@@ -524,3 +542,24 @@ def test_slides_that_do_not_decode_raise_a_slide_error() -> None:
         with pytest.raises(SlideError, match="cannot read region"):
             read_region(slide, level_downsample=1, left=0, top=0, width=8, height=8)
     assert open_slide(TESTDATA / "small.svs").mpp == pytest.approx(0.499)
+
+
+@pytest.mark.skipif(not TESTDATA.is_dir(), reason="shared test data not mounted")
+@pytest.mark.parametrize("name", ["boxes.tiff", "small.svs"])
+def test_a_tiff_cut_anywhere_is_refused_as_truncated_and_the_whole_file_passes(name: str, tmp_path: Path) -> None:
+    from analysis.slide_io import SlideError, check_tiff_complete
+
+    data = (TESTDATA / name).read_bytes()
+    check_tiff_complete(TESTDATA / name)
+    cut = tmp_path / name
+    for size in range(8, len(data), 41):
+        cut.write_bytes(data[:size])
+        with pytest.raises(SlideError, match="the file is truncated"):
+            check_tiff_complete(cut)
+
+
+def test_files_that_are_not_tiff_are_left_to_the_decode_checks(tmp_path: Path) -> None:
+    from analysis.slide_io import check_tiff_complete
+
+    (tmp_path / "notes.svs").write_bytes(b"These are my notes, not a slide.\n")
+    check_tiff_complete(tmp_path / "notes.svs")

@@ -101,11 +101,11 @@ def test_it_labels_exactly_like_skimage_label_with_connectivity_2(s: np.ndarray,
 @pytest.mark.parametrize(
     ("lower", "upper", "words"),
     [
-        (0.9, 0.5, r"lower \(0.9\) must be < upper \(0.5\)"),
-        (0.5, 0.5, r"lower \(0.5\) must be < upper \(0.5\)"),
-        (-0.1, 0.5, "0 <= lower < upper <= 1"),
-        (0.5, 1.5, "0 <= lower < upper <= 1"),
-        (float("nan"), 0.5, "not NaN"),
+        (0.9, 0.5, r"range 0\.9:0\.5: lower must be below upper"),
+        (0.5, 0.5, r"range 0\.5:0\.5: lower must be below upper"),
+        (-0.1, 0.5, r"range -0\.1:0\.5: bounds must lie in \[0, 1\]"),
+        (0.5, 1.5, r"range 0\.5:1\.5: bounds must lie in \[0, 1\]"),
+        (float("nan"), 0.5, "range nan:0.5: bounds must be numbers"),
     ],
 )
 def test_it_rejects_a_bad_range_with_a_sentence(lower: float, upper: float, words: str) -> None:
@@ -414,7 +414,7 @@ def test_it_validates_everything_before_finding_regions() -> None:
         find_regions(s, np.zeros((10, 11)), lower=LOWER, upper=UPPER, how="p900")
     with pytest.raises(ValueError, match=r"segmentation has values outside \[0, 1\]"):
         find_regions(s * 2, np.zeros((10, 11)), lower=LOWER, upper=UPPER)
-    with pytest.raises(ValueError, match=r"lower \(0.9\) must be < upper \(0.5\)"):
+    with pytest.raises(ValueError, match=r"range 0\.9:0\.5: lower must be below upper"):
         find_regions(s, np.zeros((10, 11)), lower=0.9, upper=0.5)
 
 

@@ -13,7 +13,7 @@ from shapely.geometry import MultiPolygon, box
 
 from analysis import defaults
 from analysis.annotations import rasterize
-from analysis.inference import run_ensemble
+from analysis.inference import InferenceOptions, run_ensemble
 from analysis.models import load_member
 from analysis.synthetic import SlideSpec, generate_slide
 from analysis.training import (
@@ -24,7 +24,6 @@ from analysis.training import (
     TrainingConfig,
     TrainingSlide,
     augment_batch,
-    dice_score,
     sample_patches,
     train_ensemble,
     train_member,
@@ -89,11 +88,6 @@ def test_members_differ_only_by_seed() -> None:
     config = TrainingConfig(seed=40)
     assert [config.seed_of(i) for i in range(5)] == [40, 41, 42, 43, 44]
     assert TrainingConfig(members=2, member_seeds=(9, 3)).seed_of(1) == 3
-
-
-def test_dice_score_follows_the_spec() -> None:
-    assert dice_score(0, 0, 0) == 1.0
-    assert dice_score(1, 1, 0) == pytest.approx(2 / 3)
 
 
 # --------------------------------------------------------------------------- patches
@@ -280,11 +274,13 @@ def test_a_tiny_ensemble_trains_end_to_end_in_under_a_minute(cohort: dict[str, T
     result = run_ensemble(
         cohort["tumor"].path,
         models,
-        level_downsample=config.level_downsample,
-        heatmap_downsample=8,
-        tile_size=64,
-        overlap=8,
-        batch_size=8,
+        InferenceOptions(
+            level_downsample=config.level_downsample,
+            heatmap_downsample=8,
+            tile_size=64,
+            overlap=8,
+            batch_size=8,
+        ),
     )
     truth = rasterize(cohort["tumor"].tumor, shape=result.mean.shape, downsample=8)
     assert truth.any()
@@ -295,7 +291,7 @@ def test_a_tiny_ensemble_trains_end_to_end_in_under_a_minute(cohort: dict[str, T
 def test_members_may_differ_in_optimizer_and_patch_ratio_as_the_paper_tried() -> None:
     import torch
 
-    from analysis.training import _optimizer
+    from analysis.training.loop import _optimizer
 
     config = TrainingConfig.from_dict({"members": 3, "member_optimizers": ["adam", "sgd", "rmsprop"],
                                        "member_healthy_per_tumor": [4, 1, 0]})

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from analysis.inference import read_heatmap_tiff
+from analysis.io import read_heatmap_tiff
 from analysis.sua import find_regions
 from sua_portal.core.tasks import ping
 from sua_portal.ensembles import services

@@ -37,6 +37,23 @@ def test_a_pyramidal_tiff_without_resolution_is_ready_with_unknown_mpp(cohort: A
 
 
 @pytest.mark.django_db
+def test_the_tissue_fraction_the_cohort_page_shows_is_the_tissue_inference_runs_on(
+    cohort: Any, add_slide: Any, settings: Any,
+) -> None:
+    from analysis.inference import InferenceOptions, run_ensemble
+    from analysis.models import build_network
+
+    slide = add_slide(cohort, "boxes.tiff", probe=False)
+    result = run_ensemble(
+        services.local_path(slide),
+        [build_network("tiny", seed=0)],
+        InferenceOptions(level_downsample=1, heatmap_downsample=settings.HEATMAP_DOWNSAMPLE, tile_size=64, overlap=8),
+    )
+    assert result.tissue_fraction == slide.tissue_fraction
+    assert 0.3 < slide.tissue_fraction < 0.7
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("name", "reason"),
     [("unreadable.svs", "cannot be decoded"), ("unopenable.tiff", "cannot be decoded")],
