@@ -4,9 +4,11 @@
   exact threshold calibration that maximises it;
 - Dice, the false negative conversion rate (FNCR) and the count of tumor-free
   slides changed by refinement;
-- the Camelyon16 FROC score, reproducing the official evaluation script
-  (``Evaluation_FROC.py``: evaluation mask, ITC list, ``computeFROC`` and its
-  interpolation), and the slide-level ROC-AUC;
+- the Camelyon16 FROC, reproducing the official evaluation script
+  (``Evaluation_FROC.py``: evaluation mask, ITC list, lesion probabilities
+  held as float32, ``computeFROC``), scored as the script does not but MONAI's
+  ``compute_froc_score`` does (the mean of ``np.interp`` at 1/4 ... 8 false
+  positives per slide), and the slide-level ROC-AUC;
 - the slide bootstrap: seeded resamples, vectorised metric samples from
   per-slide sufficient statistics (no Python loop over resamples for the
   count-based metrics) and their summaries.
@@ -538,7 +540,8 @@ class SlideFROC:
     lesion_probabilities : (L,) float64
         For each countable (non-ITC) lesion, the highest probability of the
         detections that hit it, 0.0 when none did (as ``TP_probs`` of the
-        official script).
+        official script).  Any dtype; the FROC curve rounds them to float32,
+        as the script's ``TP_probs`` array holds them.
     n_itc : int
         Number of ITC regions (their hits are ignored; the official script
         keeps a 0 probability for each, which matters for its threshold list).
@@ -638,7 +641,7 @@ class _PooledFROC:
     n_slides: int
     fp_probs: FloatArray  # ascending
     fp_slide: IntArray
-    tp_probs: FloatArray  # ascending (0.0 = missed lesion)
+    tp_probs: FloatArray  # float32 values, ascending (0.0 = missed lesion)
     tp_slide: IntArray
     n_lesions: FloatArray  # per slide
     has_itc: BoolArray  # per slide
@@ -661,6 +664,11 @@ class _PooledFROC:
         for name, probs in (("fp_probabilities", fp_probs), ("lesion_probabilities", tp_probs)):
             if probs.size and np.isnan(probs).any():
                 raise ValueError(f"{name} contains NaN")
+        # The official script holds lesion probabilities in a float32 array
+        # (``TP_probs``) and false positives as Python floats: a lesion found
+        # with 0.1 counts as 0.10000000149, no longer tied with a false
+        # positive at 0.1.  Rounding is monotone, so the order stays sorted.
+        tp_probs = _as_float32(tp_probs)
         return cls(
             n_slides=len(slides),
             fp_probs=fp_probs,
@@ -693,10 +701,19 @@ class _PooledFROC:
         fp_at = np.concatenate((np.cumsum(fp_w[::-1])[::-1], [0.0]))
         tp_at = np.concatenate((np.cumsum(tp_w[::-1])[::-1], [0.0]))
         total_fps = fp_at[np.searchsorted(self.fp_probs, thresholds, side="left")]
-        total_tps = tp_at[np.searchsorted(self.tp_probs, thresholds, side="left")]
+        # ``TP_probs >= Thresh`` on its float32 array compares in float32: a
+        # threshold taken from a false positive is rounded to float32 first
+        # (so a lesion at float32(0.7) < 0.7 still counts at 0.7).
+        total_tps = tp_at[np.searchsorted(self.tp_probs, _as_float32(thresholds), side="left")]
         total_fps = np.append(total_fps, 0.0) / float(weights.sum())
         sensitivity = np.append(total_tps, 0.0) / total_lesions
         return total_fps, sensitivity
+
+
+def _as_float32(values: FloatArray) -> FloatArray:
+    """Values rounded to the nearest float32, held as float64."""
+    with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as numpy casts
+        return values.astype(np.float32).astype(np.float64)
 
 
 def _froc_from_curve(curve: tuple[FloatArray, FloatArray] | None, fp_rates: Sequence[float]) -> float | None:
@@ -722,6 +739,12 @@ def froc_curve(slides: Sequence[SlideFROC]) -> tuple[FloatArray, FloatArray] | N
     at each, the false positives per slide and the sensitivity of the
     detections at or above it; then the point (0, 0).
 
+    As in the script, lesion probabilities are held as float32 and false
+    positives as float64, whatever the input dtype: a float64 lesion
+    probability that is not a float32 number no longer ties with an equal
+    false positive, and a threshold is rounded to float32 before lesions are
+    compared with it.  With float32 (or float16) heatmaps nothing changes.
+
     Returns
     -------
     (total_fps, sensitivity) : tuple of (T + 1,) float64, or None
@@ -743,8 +766,9 @@ def froc_curve(slides: Sequence[SlideFROC]) -> tuple[FloatArray, FloatArray] | N
 def froc_score(slides: Sequence[SlideFROC], *, fp_rates: Sequence[float] = defaults.FROC_FP_RATES) -> float | None:
     """Camelyon16 FROC score: mean sensitivity at the given FP rates per slide.
 
-    Interpolates the curve of :func:`froc_curve` like the official script,
-    ``np.interp(fp_rates, total_fps[::-1], sensitivity[::-1])``, and averages.
+    The official script stops at the curve (:func:`froc_curve`); the score
+    is read off it as MONAI's ``compute_froc_score`` does,
+    ``np.mean(np.interp(fp_rates, total_fps[::-1], sensitivity[::-1]))``.
 
     Like the official script, the lowest distinct probability is not a
     threshold.  In a real cohort it is the 0 of missed or ITC lesions; when
