@@ -172,24 +172,26 @@ def region_polygons(
             "a larger one can move the outline across a pixel centre"
         )
     n_labels = int(lab.max()) if lab.size else 0
-    out = np.empty(n_labels, dtype=object)
-    out[:] = [shapely.Polygon() for _ in range(n_labels)]
+    out = np.full(n_labels, shapely.Polygon(), dtype=object)
     if n_labels == 0:
         return out
 
-    # Pad with background so that every region's outline closes inside.
+    # Pad with background so that every region's outline closes inside; in
+    # the flat padded image a neighbour is a fixed offset away.
     padded = np.pad(lab, 1)
     width = padded.shape[1]
     flat = padded.reshape(-1)
-    inner = padded[1:-1, 1:-1]
+    first, stop = width + 1, flat.size - width - 1  # every pixel that has all 8 neighbours
+    core = flat[first:stop]
+    in_region = core != 0
 
     # Boundary edges, all four types, keyed type * size + padded pixel index
     # (sorted, so that the next edge is found by binary search).
     keys = []
-    for edge_type, (dr, dc) in enumerate(_ACROSS):
-        across = padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : width - 1 + dc]
-        rows, cols = np.nonzero((inner != 0) & (inner != across))
-        keys.append(edge_type * flat.size + (rows + 1) * width + (cols + 1))
+    for edge_type, to_across in enumerate(_ACROSS @ (width, 1)):
+        boundary = core != flat[first + to_across : stop + to_across]
+        boundary &= in_region
+        keys.append(edge_type * flat.size + first + np.flatnonzero(boundary))
     key = np.concatenate(keys)
     edge_type_of = key // flat.size
     pixel = key % flat.size
