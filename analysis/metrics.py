@@ -22,7 +22,7 @@ multiplicities ``counts[b]`` and a pooled count is ``counts[b] @ per_slide``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,9 +32,10 @@ from skimage.measure import label as _skimage_label
 from skimage.measure import regionprops
 
 from analysis import defaults
-from analysis.sua import _as_segmentation
+from analysis.sua import _as_segmentation, parse_aggregate
 
 __all__ = [
+    "AggregateChoice",
     "SlideFROC",
     "Summary",
     "bootstrap_count",
@@ -45,6 +46,7 @@ __all__ = [
     "bootstrap_mean",
     "bootstrap_roc_auc",
     "calibrate_threshold",
+    "choose_aggregate",
     "confusion_counts",
     "detections",
     "dice",
@@ -284,6 +286,107 @@ def calibrate_threshold(
     # Highest threshold among the best: last maximum in ascending order.
     chosen = int(np.flatnonzero(f == best)[-1])
     return float(s_sorted[starts[chosen]])
+
+
+@dataclass(frozen=True)
+class AggregateChoice:
+    """Which NPR aggregate a run uses under ``aggregation = "auto"``, and why.
+
+    Attributes
+    ----------
+    aggregate : str
+        The chosen aggregate (``"mean"`` or ``"pNN"``).
+    threshold : float or None
+        Its calibrated threshold (None: flag nothing).
+    f_beta : dict of str to float
+        Calibrated validation F-beta of every candidate aggregate.
+    thresholds : dict of str to float or None
+        Calibrated threshold of every candidate aggregate.
+    reason : str
+        One sentence for the run's record.
+    """
+
+    aggregate: str
+    threshold: float | None
+    f_beta: dict[str, float]
+    thresholds: dict[str, float | None]
+    reason: str
+
+
+def choose_aggregate(
+    scores: Mapping[str, npt.ArrayLike],
+    is_positive: npt.ArrayLike,
+    *,
+    beta: float = defaults.BETA,
+    prefer: str = defaults.AGGREGATE,
+) -> AggregateChoice:
+    """Pick the NPR aggregate with the better calibrated F-beta, as the paper did.
+
+    Each aggregate's validation scores are calibrated on their own
+    (:func:`calibrate_threshold`); the one whose threshold reaches the higher
+    F-beta wins; ties go to ``prefer`` (the mean, the paper's choice), then to
+    the order of ``scores``.
+
+    Parameters
+    ----------
+    scores : mapping of str to (N,) array_like of float
+        Validation NPR scores per aggregate, pooled over the cohort, the same
+        N regions in the same order for every aggregate (e.g.
+        ``{"mean": ..., "p90": ...}``).
+    is_positive : (N,) array_like of bool
+        Whether each NPR is a true false negative.
+    beta : float, optional
+        Default 0.5.
+    prefer : str, optional
+        The aggregate that wins ties; default ``"mean"``.
+
+    Returns
+    -------
+    AggregateChoice
+
+    Examples
+    --------
+    >>> fn = [False, True, False, True]
+    >>> choice = choose_aggregate({"mean": [0.1, 0.4, 0.45, 0.8], "p90": [0.1, 0.5, 0.2, 0.9]}, fn)
+    >>> choice.aggregate, choice.threshold, choice.f_beta
+    ('p90', 0.5, {'mean': 0.8333333333333334, 'p90': 1.0})
+    """
+    if isinstance(scores, str) or not isinstance(scores, Mapping) or not scores:
+        raise ValueError("scores must map aggregate names (such as 'mean', 'p90') to score arrays")
+    positive = _bool_vector(is_positive, "is_positive")
+    names = list(scores)
+    for name in names:
+        parse_aggregate(name)
+    if prefer in names:
+        names.remove(prefer)
+        names.insert(0, prefer)
+    f_values: dict[str, float] = {}
+    thresholds: dict[str, float | None] = {}
+    for name in names:
+        s = _finite_scores(scores[name], f"scores[{name!r}]")
+        if s.shape != positive.shape:
+            raise ValueError(f"scores[{name!r}] has {s.size} entries but is_positive has {positive.size}")
+        t = calibrate_threshold(s, positive, beta=beta)
+        thresholds[name] = t
+        f_values[name] = 0.0 if t is None else f_beta(*confusion_counts(s >= t, positive), beta=beta)
+    best = max(f_values.values())
+    chosen = next(name for name in names if f_values[name] == best)  # first = preferred on ties
+    label = f"F{beta:g}"
+    others = [name for name in names if name != chosen]
+    if not others:
+        reason = f"{chosen} is the only candidate (calibrated {label} {best:.4f})"
+    elif all(f_values[name] == best for name in others):
+        reason = f"{chosen}: calibrated {label} {best:.4f} ties with {', '.join(others)}; ties go to {chosen}"
+    else:
+        beaten = ", ".join(f"{name} {f_values[name]:.4f}" for name in others)
+        reason = f"{chosen}: calibrated {label} {best:.4f} on {positive.size} validation NPRs beats {beaten}"
+    return AggregateChoice(
+        aggregate=chosen,
+        threshold=thresholds[chosen],
+        f_beta={name: f_values[name] for name in scores},
+        thresholds={name: thresholds[name] for name in scores},
+        reason=reason,
+    )
 
 
 # --------------------------------------------------------------------------

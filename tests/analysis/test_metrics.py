@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from analysis import defaults
 from analysis.metrics import (
+    AggregateChoice,
     SlideFROC,
     Summary,
     bootstrap_count,
@@ -22,6 +23,7 @@ from analysis.metrics import (
     bootstrap_mean,
     bootstrap_roc_auc,
     calibrate_threshold,
+    choose_aggregate,
     confusion_counts,
     detections,
     dice,
@@ -574,3 +576,37 @@ def test_it_handles_a_cohort_with_no_tumor() -> None:
     assert np.isnan(bootstrap_mean(np.ones(n), idx, where=tumor)).all()
     assert summarise(None, bootstrap_froc(clean, idx)).mean is None
     np.testing.assert_array_equal(bootstrap_f_beta(np.zeros(n), np.ones(n), np.zeros(n), idx), 0.0)
+
+
+# ---------------------------------------------------------------- aggregation "auto"
+
+
+def test_it_picks_the_aggregate_with_the_better_calibrated_f_beta() -> None:
+    is_fn = np.array([False, True, False, True, False])
+    mean = np.array([0.10, 0.40, 0.45, 0.80, 0.30])  # best: flag >= 0.8, F0.5 = 0.833
+    p90 = np.array([0.10, 0.50, 0.20, 0.90, 0.30])  # flag >= 0.5 catches both: F0.5 = 1
+    choice = choose_aggregate({"mean": mean, "p90": p90}, is_fn)
+    assert isinstance(choice, AggregateChoice)
+    assert choice.aggregate == "p90" and choice.threshold == 0.5
+    assert choice.f_beta == {"mean": pytest.approx(f_beta(1, 0, 1)), "p90": 1.0}
+    assert choice.thresholds == {"mean": 0.8, "p90": 0.5}
+    assert choice.reason.startswith("p90: calibrated F0.5 1.0000 on 5 validation NPRs beats mean 0.8333")
+
+
+def test_it_keeps_the_mean_on_a_tie_whatever_the_order() -> None:
+    is_fn = [True, False, True]
+    scores = {"p90": [0.9, 0.1, 0.8], "mean": [0.7, 0.2, 0.6]}  # both separate perfectly
+    choice = choose_aggregate(scores, is_fn)
+    assert choice.aggregate == "mean" and choice.threshold == 0.6
+    assert "ties with p90; ties go to mean" in choice.reason
+    nothing = choose_aggregate({"mean": [0.1, 0.2], "p90": [0.3, 0.4]}, [False, False])
+    assert nothing.aggregate == "mean" and nothing.threshold is None and nothing.f_beta == {"mean": 0.0, "p90": 0.0}
+
+
+def test_it_names_bad_aggregate_candidates() -> None:
+    with pytest.raises(ValueError, match="unknown aggregate 'median'"):
+        choose_aggregate({"median": [0.1]}, [True])
+    with pytest.raises(ValueError, match=r"scores\['p90'\] has 1 entries but is_positive has 2"):
+        choose_aggregate({"mean": [0.1, 0.2], "p90": [0.1]}, [True, False])
+    with pytest.raises(ValueError, match="must map aggregate names"):
+        choose_aggregate({}, [True])
