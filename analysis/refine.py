@@ -197,6 +197,15 @@ def write_mask_tiff(
     return path
 
 
+def _json_description(text: str) -> dict[str, Any]:
+    """The JSON object a writer put in the image description; {} for any other text."""
+    try:
+        meta = json.loads(text)
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def read_mask_tiff(path: str | os.PathLike[str], *, level: int = 0) -> tuple[BoolArray, float]:
     """Read a mask written by :func:`write_mask_tiff`.
 
@@ -220,12 +229,8 @@ def read_mask_tiff(path: str | os.PathLike[str], *, level: int = 0) -> tuple[Boo
     path = Path(path)
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            try:
-                meta = json.loads(page.description)
-            except (ValueError, TypeError):
-                meta = None
-            if not isinstance(meta, dict) or meta.get("format") != _MASK_FORMAT:
+            meta = _json_description(tif.pages.first.description)
+            if meta.get("format") != _MASK_FORMAT:
                 raise ValueError(f"{path}: not a SUA mask TIFF (no {_MASK_FORMAT!r} description)")
             levels = tif.series[0].levels
             if not 0 <= level < len(levels):
