@@ -32,10 +32,11 @@ from skimage.measure import find_contours
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_sua_aggregate import best_time, realistic_pair  # this folder, first on sys.path
+
 from analysis import defaults
 from analysis.polygons import region_polygons
 from analysis.sua import negative_prediction_regions
-from benchmarks.bench_sua_aggregate import best_time, realistic_pair
 
 
 def find_contours_loop(labels: np.ndarray, downsample: float) -> np.ndarray:
