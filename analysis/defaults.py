@@ -22,6 +22,9 @@ SEGMENTATION_CUTOFF: float = 0.95
 
 #: How an NPR's pixel uncertainties become one score ("mean" or "pNN").
 AGGREGATE: str = "mean"
+#: The candidates of aggregation "auto": the one with the better calibrated
+#: validation F-beta wins (``analysis.metrics.choose_aggregate``), as in the paper.
+AUTO_AGGREGATES: tuple[str, ...] = ("mean", "p90")
 
 #: Pixel-wise uncertainty: "entropy" (of the mean; the paper's), "mi", "variance".
 UNCERTAINTY: str = "entropy"

@@ -4,9 +4,11 @@
   exact threshold calibration that maximises it;
 - Dice, the false negative conversion rate (FNCR) and the count of tumor-free
   slides changed by refinement;
-- the Camelyon16 FROC score, reproducing the official evaluation script
-  (``Evaluation_FROC.py``: evaluation mask, ITC list, ``computeFROC`` and its
-  interpolation), and the slide-level ROC-AUC;
+- the Camelyon16 FROC, reproducing the official evaluation script
+  (``Evaluation_FROC.py``: evaluation mask, ITC list, lesion probabilities
+  held as float32, ``computeFROC``), scored as the script does not but MONAI's
+  ``compute_froc_score`` does (the mean of ``np.interp`` at 1/4 ... 8 false
+  positives per slide), and the slide-level ROC-AUC;
 - the slide bootstrap: seeded resamples, vectorised metric samples from
   per-slide sufficient statistics (no Python loop over resamples for the
   count-based metrics) and their summaries.
@@ -20,7 +22,7 @@ multiplicities ``counts[b]`` and a pooled count is ``counts[b] @ per_slide``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,9 +32,10 @@ from skimage.measure import label as _skimage_label
 from skimage.measure import regionprops
 
 from analysis import defaults
-from analysis.sua import _as_segmentation
+from analysis.sua import _as_segmentation, parse_aggregate
 
 __all__ = [
+    "AggregateChoice",
     "SlideFROC",
     "Summary",
     "bootstrap_count",
@@ -43,6 +46,7 @@ __all__ = [
     "bootstrap_mean",
     "bootstrap_roc_auc",
     "calibrate_threshold",
+    "choose_aggregate",
     "confusion_counts",
     "detections",
     "dice",
@@ -282,6 +286,107 @@ def calibrate_threshold(
     # Highest threshold among the best: last maximum in ascending order.
     chosen = int(np.flatnonzero(f == best)[-1])
     return float(s_sorted[starts[chosen]])
+
+
+@dataclass(frozen=True)
+class AggregateChoice:
+    """Which NPR aggregate a run uses under ``aggregation = "auto"``, and why.
+
+    Attributes
+    ----------
+    aggregate : str
+        The chosen aggregate (``"mean"`` or ``"pNN"``).
+    threshold : float or None
+        Its calibrated threshold (None: flag nothing).
+    f_beta : dict of str to float
+        Calibrated validation F-beta of every candidate aggregate.
+    thresholds : dict of str to float or None
+        Calibrated threshold of every candidate aggregate.
+    reason : str
+        One sentence for the run's record.
+    """
+
+    aggregate: str
+    threshold: float | None
+    f_beta: dict[str, float]
+    thresholds: dict[str, float | None]
+    reason: str
+
+
+def choose_aggregate(
+    scores: Mapping[str, npt.ArrayLike],
+    is_positive: npt.ArrayLike,
+    *,
+    beta: float = defaults.BETA,
+    prefer: str = defaults.AGGREGATE,
+) -> AggregateChoice:
+    """Pick the NPR aggregate with the better calibrated F-beta, as the paper did.
+
+    Each aggregate's validation scores are calibrated on their own
+    (:func:`calibrate_threshold`); the one whose threshold reaches the higher
+    F-beta wins; ties go to ``prefer`` (the mean, the paper's choice), then to
+    the order of ``scores``.
+
+    Parameters
+    ----------
+    scores : mapping of str to (N,) array_like of float
+        Validation NPR scores per aggregate, pooled over the cohort, the same
+        N regions in the same order for every aggregate (e.g.
+        ``{"mean": ..., "p90": ...}``).
+    is_positive : (N,) array_like of bool
+        Whether each NPR is a true false negative.
+    beta : float, optional
+        Default 0.5.
+    prefer : str, optional
+        The aggregate that wins ties; default ``"mean"``.
+
+    Returns
+    -------
+    AggregateChoice
+
+    Examples
+    --------
+    >>> fn = [False, True, False, True]
+    >>> choice = choose_aggregate({"mean": [0.1, 0.4, 0.45, 0.8], "p90": [0.1, 0.5, 0.2, 0.9]}, fn)
+    >>> choice.aggregate, choice.threshold, choice.f_beta
+    ('p90', 0.5, {'mean': 0.8333333333333334, 'p90': 1.0})
+    """
+    if isinstance(scores, str) or not isinstance(scores, Mapping) or not scores:
+        raise ValueError("scores must map aggregate names (such as 'mean', 'p90') to score arrays")
+    positive = _bool_vector(is_positive, "is_positive")
+    names = list(scores)
+    for name in names:
+        parse_aggregate(name)
+    if prefer in names:
+        names.remove(prefer)
+        names.insert(0, prefer)
+    f_values: dict[str, float] = {}
+    thresholds: dict[str, float | None] = {}
+    for name in names:
+        s = _finite_scores(scores[name], f"scores[{name!r}]")
+        if s.shape != positive.shape:
+            raise ValueError(f"scores[{name!r}] has {s.size} entries but is_positive has {positive.size}")
+        t = calibrate_threshold(s, positive, beta=beta)
+        thresholds[name] = t
+        f_values[name] = 0.0 if t is None else f_beta(*confusion_counts(s >= t, positive), beta=beta)
+    best = max(f_values.values())
+    chosen = next(name for name in names if f_values[name] == best)  # first = preferred on ties
+    label = f"F{beta:g}"
+    others = [name for name in names if name != chosen]
+    if not others:
+        reason = f"{chosen} is the only candidate (calibrated {label} {best:.4f})"
+    elif all(f_values[name] == best for name in others):
+        reason = f"{chosen}: calibrated {label} {best:.4f} ties with {', '.join(others)}; ties go to {chosen}"
+    else:
+        beaten = ", ".join(f"{name} {f_values[name]:.4f}" for name in others)
+        reason = f"{chosen}: calibrated {label} {best:.4f} on {positive.size} validation NPRs beats {beaten}"
+    return AggregateChoice(
+        aggregate=chosen,
+        threshold=thresholds[chosen],
+        f_beta={name: f_values[name] for name in scores},
+        thresholds={name: thresholds[name] for name in scores},
+        reason=reason,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -538,7 +643,8 @@ class SlideFROC:
     lesion_probabilities : (L,) float64
         For each countable (non-ITC) lesion, the highest probability of the
         detections that hit it, 0.0 when none did (as ``TP_probs`` of the
-        official script).
+        official script).  Any dtype; the FROC curve rounds them to float32,
+        as the script's ``TP_probs`` array holds them.
     n_itc : int
         Number of ITC regions (their hits are ignored; the official script
         keeps a 0 probability for each, which matters for its threshold list).
@@ -638,7 +744,7 @@ class _PooledFROC:
     n_slides: int
     fp_probs: FloatArray  # ascending
     fp_slide: IntArray
-    tp_probs: FloatArray  # ascending (0.0 = missed lesion)
+    tp_probs: FloatArray  # float32 values, ascending (0.0 = missed lesion)
     tp_slide: IntArray
     n_lesions: FloatArray  # per slide
     has_itc: BoolArray  # per slide
@@ -661,6 +767,11 @@ class _PooledFROC:
         for name, probs in (("fp_probabilities", fp_probs), ("lesion_probabilities", tp_probs)):
             if probs.size and np.isnan(probs).any():
                 raise ValueError(f"{name} contains NaN")
+        # The official script holds lesion probabilities in a float32 array
+        # (``TP_probs``) and false positives as Python floats: a lesion found
+        # with 0.1 counts as 0.10000000149, no longer tied with a false
+        # positive at 0.1.  Rounding is monotone, so the order stays sorted.
+        tp_probs = _as_float32(tp_probs)
         return cls(
             n_slides=len(slides),
             fp_probs=fp_probs,
@@ -693,10 +804,19 @@ class _PooledFROC:
         fp_at = np.concatenate((np.cumsum(fp_w[::-1])[::-1], [0.0]))
         tp_at = np.concatenate((np.cumsum(tp_w[::-1])[::-1], [0.0]))
         total_fps = fp_at[np.searchsorted(self.fp_probs, thresholds, side="left")]
-        total_tps = tp_at[np.searchsorted(self.tp_probs, thresholds, side="left")]
+        # ``TP_probs >= Thresh`` on its float32 array compares in float32: a
+        # threshold taken from a false positive is rounded to float32 first
+        # (so a lesion at float32(0.7) < 0.7 still counts at 0.7).
+        total_tps = tp_at[np.searchsorted(self.tp_probs, _as_float32(thresholds), side="left")]
         total_fps = np.append(total_fps, 0.0) / float(weights.sum())
         sensitivity = np.append(total_tps, 0.0) / total_lesions
         return total_fps, sensitivity
+
+
+def _as_float32(values: FloatArray) -> FloatArray:
+    """Values rounded to the nearest float32, held as float64."""
+    with np.errstate(over="ignore"):  # beyond float32's range: +-inf, as numpy casts
+        return values.astype(np.float32).astype(np.float64)
 
 
 def _froc_from_curve(curve: tuple[FloatArray, FloatArray] | None, fp_rates: Sequence[float]) -> float | None:
@@ -722,6 +842,12 @@ def froc_curve(slides: Sequence[SlideFROC]) -> tuple[FloatArray, FloatArray] | N
     at each, the false positives per slide and the sensitivity of the
     detections at or above it; then the point (0, 0).
 
+    As in the script, lesion probabilities are held as float32 and false
+    positives as float64, whatever the input dtype: a float64 lesion
+    probability that is not a float32 number no longer ties with an equal
+    false positive, and a threshold is rounded to float32 before lesions are
+    compared with it.  With float32 (or float16) heatmaps nothing changes.
+
     Returns
     -------
     (total_fps, sensitivity) : tuple of (T + 1,) float64, or None
@@ -743,8 +869,9 @@ def froc_curve(slides: Sequence[SlideFROC]) -> tuple[FloatArray, FloatArray] | N
 def froc_score(slides: Sequence[SlideFROC], *, fp_rates: Sequence[float] = defaults.FROC_FP_RATES) -> float | None:
     """Camelyon16 FROC score: mean sensitivity at the given FP rates per slide.
 
-    Interpolates the curve of :func:`froc_curve` like the official script,
-    ``np.interp(fp_rates, total_fps[::-1], sensitivity[::-1])``, and averages.
+    The official script stops at the curve (:func:`froc_curve`); the score
+    is read off it as MONAI's ``compute_froc_score`` does,
+    ``np.mean(np.interp(fp_rates, total_fps[::-1], sensitivity[::-1]))``.
 
     Like the official script, the lowest distinct probability is not a
     threshold.  In a real cohort it is the 0 of missed or ITC lesions; when

@@ -18,7 +18,9 @@ Figures (PNG and SVG, drawn with matplotlib's object API, no pyplot state):
 ``npr_scores`` (NPR scores, FN vs TN; paper Figs. 3-4), ``baseline_pixels``
 (candidate-pixel uncertainty, FN vs TN; Fig. 5) and ``fncr_boxplots``
 (bootstrap FNCR; Fig. 6).  ``report.html`` is one self-contained page with the
-tables and the SVG figures inline.
+tables and the SVG figures inline; ``report.pdf`` holds the same (settings,
+one page per table, one per figure), drawn by matplotlib's ``PdfPages``
+without a browser.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 
 from analysis.evaluation import PIXEL_BINS, DomainFigures, Evaluation, RangeFigures
@@ -55,6 +58,8 @@ FIGURES: dict[str, str] = {
     "fncr_boxplots": "FNCR over the bootstrap resamples per range (red: median).",
 }
 _FN_COLOUR, _TN_COLOUR = "#d62728", "#1f77b4"
+_PDF_PAGE = (11.69, 8.27)  # A4 landscape, inches
+_SUMMARY_KEYS = ("aggregate", "uncertainty", "fn_fraction", "beta", "bootstrap", "seed")
 
 
 # --------------------------------------------------------------------------- tables
@@ -282,11 +287,7 @@ def _inline_svg(path: Path) -> str:
 
 def _html(report: dict[str, Any], tables: dict[str, list[list[str]]], folder: Path) -> str:
     settings = report["settings"]
-    summary = ", ".join(
-        f"{key}: {html.escape(str(settings[key]))}"
-        for key in ("aggregate", "uncertainty", "fn_fraction", "beta", "bootstrap", "seed")
-        if key in settings
-    )
+    summary = html.escape(_settings_summary(settings))
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8"><title>SUA evaluation report</title>',
@@ -307,6 +308,54 @@ def _html(report: dict[str, Any], tables: dict[str, list[list[str]]], folder: Pa
     return "\n".join(parts)
 
 
+def _settings_summary(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{key}: {settings[key]}" for key in _SUMMARY_KEYS if key in settings)
+
+
+# --------------------------------------------------------------------------- PDF
+
+
+def _text_page(report: dict[str, Any]) -> Figure:
+    figure = Figure(figsize=_PDF_PAGE)
+    figure.text(0.05, 0.93, "SUA evaluation report", fontsize=18, weight="bold")
+    figure.text(
+        0.05,
+        0.88,
+        _settings_summary(report["settings"]) + ". Metrics: value on each test domain, mean (std) over the bootstrap.",
+        fontsize=9,
+    )
+    figure.text(0.05, 0.84, json.dumps(report["settings"], indent=2), fontsize=7, family="monospace", va="top")
+    return figure
+
+
+def _table_page(rows: list[list[str]], caption: str) -> Figure:
+    figure = Figure(figsize=_PDF_PAGE)
+    axes = figure.add_axes((0.04, 0.04, 0.92, 0.86))
+    axes.axis("off")
+    figure.text(0.04, 0.94, caption, fontsize=10, weight="bold")
+    body = rows[1:] or [[""] * len(rows[0])]
+    table = axes.table(cellText=body, colLabels=rows[0], loc="upper left", cellLoc="right")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7)
+    table.auto_set_column_width(list(range(len(rows[0]))))
+    return figure
+
+
+def _write_pdf(
+    report: dict[str, Any], tables: dict[str, list[list[str]]], figures: dict[str, Figure], path: Path
+) -> None:
+    # No creation date, so that a rerun gives the same file.
+    with PdfPages(path, metadata={"Title": "SUA evaluation report", "CreationDate": None}) as pdf:
+        pdf.savefig(_text_page(report))
+        for name, caption in TABLES.items():
+            if name in tables:
+                pdf.savefig(_table_page(tables[name], caption))
+        for name, caption in FIGURES.items():
+            figure = figures[name]
+            figure.text(0.01, 0.005, caption, fontsize=8, color="#555")
+            pdf.savefig(figure)
+
+
 # --------------------------------------------------------------------------- all together
 
 
@@ -324,11 +373,14 @@ def write_report(evaluation: Evaluation, folder: Path) -> list[Path]:
     tables = report_tables(report, evaluation.slide_counts)
     for name, rows in tables.items():
         _write_csv(rows, folder / f"{name}.csv")
+    figures: dict[str, Figure] = {}
     for name, draw in (
         ("npr_scores", _npr_figure),
         ("baseline_pixels", _pixel_figure),
         ("fncr_boxplots", _fncr_figure),
     ):
-        _save(draw(evaluation.ranges), folder, name)
+        figures[name] = draw(evaluation.ranges)
+        _save(figures[name], folder, name)
     (folder / "report.html").write_text(_html(report, tables, folder), encoding="utf-8")
+    _write_pdf(report, tables, figures, folder / "report.pdf")
     return sorted(folder.iterdir())

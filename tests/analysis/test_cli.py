@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import numpy as np
 import pytest
 
 from analysis import defaults
+from analysis.bundle import write_bundle
 from analysis.cli import main
 from analysis.evaluation import EvaluationSettings, SlideInput, evaluate_cohort
-from analysis.io import read_heatmap
+from analysis.io import InputError, read_heatmap
 from analysis.metrics import f_beta
 from analysis.uncertainty import binary_entropy
 
@@ -26,9 +28,11 @@ from .conftest import DOWNSAMPLE, FN_BAND, LESION, MPP, SLIDES, Cohort, slide_ar
 ROOT = Path(__file__).resolve().parents[2]
 B = 50
 M_KEYS = {"value", "mean", "std", "median", "ci95"}
+FILE_KEYS = ("segmentation", "uncertainty", "members", "truth")
 OUTPUTS = [
     "report.json",
     "report.html",
+    "report.pdf",
     "table1_segmentation.csv",
     "table2_f_beta.csv",
     "table3_dice.csv",
@@ -44,7 +48,9 @@ OUTPUTS = [
 def run(cohort: Cohort, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One in-process run with the defaults (bar the bootstrap size)."""
     out = tmp_path_factory.mktemp("run") / "out"
-    assert main(["evaluate", str(cohort.manifest), "--out", str(out), "--bootstrap", str(B), "--no-progress"]) == 0
+    bundle = out.parent / "cohort.zip"
+    command = ["evaluate", str(cohort.manifest), "--out", str(out), "--bootstrap", str(B), "--no-progress"]
+    assert main([*command, "--bundle", str(bundle)]) == 0
     return out
 
 
@@ -104,6 +110,47 @@ def test_it_writes_every_output(run: Path) -> None:
     # Self-contained: no file or URL is referenced, only fragments inside the inline SVGs.
     assert "src=" not in page and re.findall(r'href="([^#][^"]*)"', page) == []
     assert not [p for p in run.parent.iterdir() if p.name.startswith(".out.")]  # staging removed
+
+
+def test_it_writes_the_report_as_a_pdf_too(run: Path) -> None:
+    pdf = (run / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-")
+    # A settings page, one page per table (7) and one per figure (3).
+    assert len(re.findall(rb"/Type /Page\b", pdf)) == 11
+    assert b"/CreationDate" not in pdf  # a rerun gives the same file
+
+
+def test_its_bundle_reruns_to_the_same_report(run: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    with zipfile.ZipFile(run.parent / "cohort.zip") as archive:
+        names = archive.namelist()
+        archive.extractall(bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    named = {
+        e[k] if isinstance(e[k], str) else e[k]["path"]
+        for e in manifest["slides"]
+        for k in e
+        if k in FILE_KEYS and e[k]
+    }
+    assert sorted(names) == sorted(["manifest.json", *named])  # exactly the files it names
+    assert f"--bootstrap {B}" in manifest["command"] and manifest["settings"]["bootstrap"] == B
+    out = tmp_path / "again"
+    assert (
+        main(["evaluate", str(bundle / "manifest.json"), "--out", str(out), "--bootstrap", str(B), "--no-progress"])
+        == 0
+    )
+    first = json.loads((run / "report.json").read_text())
+    again = json.loads((out / "report.json").read_text())
+    assert again["settings"].pop("manifest") == str(bundle / "manifest.json")
+    first["settings"].pop("manifest")
+    assert again == first
+
+
+def test_a_bundle_of_a_manifest_naming_a_missing_file_is_refused(cohort: Cohort, tmp_path: Path) -> None:
+    manifest = _manifest(cohort, tmp_path, lambda entries: entries[0].update(truth=str(tmp_path / "gone.png")))
+    with pytest.raises(InputError, match=r"truth file .*gone.png not found"):
+        write_bundle(manifest, tmp_path / "b.zip")
+    assert not list(tmp_path.glob("*.zip")) and not list(tmp_path.glob(".*partial"))
 
 
 def test_report_json_has_the_documented_structure(report: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from analysis import defaults
 from analysis.metrics import (
+    AggregateChoice,
     SlideFROC,
     Summary,
     bootstrap_count,
@@ -22,6 +23,7 @@ from analysis.metrics import (
     bootstrap_mean,
     bootstrap_roc_auc,
     calibrate_threshold,
+    choose_aggregate,
     confusion_counts,
     detections,
     dice,
@@ -306,34 +308,108 @@ def test_it_gives_no_froc_for_a_cohort_without_countable_lesions() -> None:
     assert froc_curve([clean]) is None
 
 
-def _official_froc(slides: Sequence[SlideFROC], fp_rates: Sequence[float]) -> float:
-    """The official Camelyon16 FROC, restated with plain lists and loops.
+def _official_froc_curve(slides: Sequence[SlideFROC]) -> tuple[np.ndarray, np.ndarray]:
+    """``computeFROC`` of the official Camelyon16 ``Evaluation_FROC.py``, line by line.
 
-    Per slide the script keeps a list of FP probabilities and a TP_probs array
-    with one entry per evaluation-mask label (ITC labels stay 0); computeFROC
-    pools them, thresholds at every distinct probability but the lowest and
-    appends (0, 0); the score is np.interp over the reversed curve, averaged.
+    Its inputs as the script builds them: per slide, ``FP_probs`` a list of
+    Python floats (read from the CSV with ``float``) and ``TP_probs`` a
+    float32 array with one entry per evaluation-mask label (ITC labels stay
+    0); the threshold set mixes the two types and numpy compares the float32
+    array with a Python-float threshold in float32.
+
+    One change: the set is sorted with ``key=float``.  Under NumPy 1, for
+    which the script was written, ``np.float32(0.1) < 0.1`` compares the two
+    numbers exactly; NumPy 2 compares them in float32, finds them equal and
+    leaves their order (and so which one is skipped as the lowest) to the
+    set's iteration order.
     """
-    all_fps: list[float] = []
-    all_tps: list[float] = []
-    n_tumors = 0
-    for slide in slides:
-        all_fps.extend(float(p) for p in slide.fp_probabilities)
-        all_tps.extend(float(p) for p in slide.lesion_probabilities)
-        all_tps.extend([0.0] * slide.n_itc)
-        n_tumors += slide.n_lesions
+    fp_lists = [[float(p) for p in s.fp_probabilities] for s in slides]
+    tp_arrays = []
+    for s in slides:
+        tp_probs = np.zeros((s.n_lesions + s.n_itc,), dtype=np.float32)
+        tp_probs[: s.n_lesions] = s.lesion_probabilities
+        tp_arrays.append(tp_probs)
+    froc_data = (list(range(len(slides))), fp_lists, tp_arrays, [s.n_lesions for s in slides])
+
+    unlisted_fps = [item for sublist in froc_data[1] for item in sublist]
+    unlisted_tps: list[object] = [item for sublist in froc_data[2] for item in sublist]
     total_fps, total_tps = [], []
-    for threshold in sorted(set(all_fps + all_tps))[1:]:
-        total_fps.append(sum(1 for p in all_fps if p >= threshold))
-        total_tps.append(sum(1 for p in all_tps if p >= threshold))
+    all_probs = sorted(set([*unlisted_fps, *unlisted_tps]), key=float)  # type: ignore[arg-type]
+    for thresh in all_probs[1:]:
+        total_fps.append((np.asarray(unlisted_fps) >= thresh).sum())
+        total_tps.append((np.asarray(unlisted_tps) >= thresh).sum())
     total_fps.append(0)
     total_tps.append(0)
-    fps = np.asarray(total_fps) / float(len(slides))
-    sensitivity = np.asarray(total_tps) / float(n_tumors)
+    fps = np.asarray(total_fps) / float(len(froc_data[0]))
+    sensitivity = np.asarray(total_tps) / float(sum(froc_data[3]))
+    return fps, sensitivity
+
+
+def _monai_froc_score(fps: np.ndarray, sensitivity: np.ndarray, fp_rates: Sequence[float]) -> float:
+    """MONAI's ``compute_froc_score``: the step the official script leaves out."""
     return float(np.mean(np.interp(fp_rates, fps[::-1], sensitivity[::-1])))
 
 
-_PROBS = st.sampled_from([0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0])
+def _official_froc(slides: Sequence[SlideFROC], fp_rates: Sequence[float]) -> float:
+    return _monai_froc_score(*_official_froc_curve(slides), fp_rates)
+
+
+def test_it_holds_lesion_probabilities_as_float32_like_the_official_script() -> None:
+    # 0.1 rounds up in float32 (0.10000000149): the lesion found with 0.1 no
+    # longer ties with the false positive at 0.1 and outlives it.
+    slides = [
+        SlideFROC(np.zeros(0), np.array([0.1, 0.0]), 0),
+        SlideFROC(np.array([0.1]), np.zeros(0), 0),
+    ]
+    fps, sensitivity = froc_curve(slides)  # type: ignore[misc]
+    np.testing.assert_array_equal(fps, [0.5, 0.0, 0.0])  # thresholds 0.1, float32(0.1), then (0, 0)
+    np.testing.assert_array_equal(sensitivity, [0.5, 0.5, 0.0])
+    assert froc_score(slides) == 0.5  # a float64 curve would give (0.25 + 5 * 0.5) / 6
+    official = _official_froc_curve(slides)
+    np.testing.assert_array_equal(fps, official[0])
+    np.testing.assert_array_equal(sensitivity, official[1])
+
+
+def test_it_compares_lesions_with_a_threshold_rounded_to_float32() -> None:
+    # 0.7 rounds down in float32 (0.69999999): still, at the threshold 0.7 of
+    # the false positive the lesion counts, as the script compares in float32.
+    slides = [
+        SlideFROC(np.zeros(0), np.array([0.7, 0.0]), 0),
+        SlideFROC(np.array([0.7]), np.zeros(0), 0),
+    ]
+    fps, sensitivity = froc_curve(slides)  # type: ignore[misc]
+    np.testing.assert_array_equal(fps, [0.5, 0.5, 0.0])  # thresholds float32(0.7), 0.7
+    np.testing.assert_array_equal(sensitivity, [0.5, 0.5, 0.0])
+    assert froc_score(slides) == pytest.approx((0.25 + 5 * 0.5) / 6, rel=1e-15)
+    assert froc_score(slides) == _official_froc(slides, defaults.FROC_FP_RATES)
+
+
+def test_it_scores_float32_and_float64_heatmaps_as_the_official_script_would() -> None:
+    truth, s = _tumor_slide()
+    s[10, 10] = 0.55  # the lesion, found with 0.55 ...
+    tumor_free = np.zeros((40, 40))
+    tumor_free[20, 20] = 0.55  # ... and a false positive with 0.55 on another slide
+    expected = {
+        # float32(0.55) = 0.55000001 > 0.55: at that threshold the lesion is
+        # found without the false positive, so sensitivity 1 at 0 FP.
+        np.float64: 1.0,
+        # In float32 both are the same number: the lesion comes with 0.5 FP.
+        np.float32: (0.5 + 5 * 1.0) / 6,
+    }
+    for dtype, score in expected.items():
+        slides = [
+            slide_froc(s.astype(dtype), truth, mpp=1.0, downsample=25.0),
+            slide_froc(tumor_free.astype(dtype), np.zeros((40, 40), bool), mpp=1.0, downsample=25.0),
+        ]
+        got = froc_score(slides)
+        assert got == pytest.approx(score, rel=1e-15), dtype
+        assert got == _official_froc(slides, defaults.FROC_FP_RATES), dtype
+        assert bootstrap_froc(slides, [[0, 1]])[0] == got
+
+
+# Most are not float32 numbers, so float32 lesions and float64 false
+# positives tie, or nearly, as they would in the official script.
+_PROBS = st.sampled_from([0.1, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0, float(np.float32(0.7)), 0.7 + 1e-12])
 _SLIDE = st.builds(
     lambda fps, lesions, itc: SlideFROC(np.array(fps, dtype=float), np.array(lesions, dtype=float), itc),
     st.lists(_PROBS, max_size=5),
@@ -350,6 +426,10 @@ def test_it_reproduces_the_official_froc_computation(slides: list[SlideFROC]) ->
         assert got is None
     else:
         assert got == pytest.approx(_official_froc(slides, defaults.FROC_FP_RATES), rel=1e-12, abs=1e-15)
+        fps, sensitivity = froc_curve(slides)  # type: ignore[misc]
+        official_fps, official_sensitivity = _official_froc_curve(slides)
+        np.testing.assert_allclose(fps, official_fps, rtol=1e-15)
+        np.testing.assert_allclose(sensitivity, official_sensitivity, rtol=1e-15)
 
 
 # ---------------------------------------------------------------- ROC-AUC
@@ -496,3 +576,37 @@ def test_it_handles_a_cohort_with_no_tumor() -> None:
     assert np.isnan(bootstrap_mean(np.ones(n), idx, where=tumor)).all()
     assert summarise(None, bootstrap_froc(clean, idx)).mean is None
     np.testing.assert_array_equal(bootstrap_f_beta(np.zeros(n), np.ones(n), np.zeros(n), idx), 0.0)
+
+
+# ---------------------------------------------------------------- aggregation "auto"
+
+
+def test_it_picks_the_aggregate_with_the_better_calibrated_f_beta() -> None:
+    is_fn = np.array([False, True, False, True, False])
+    mean = np.array([0.10, 0.40, 0.45, 0.80, 0.30])  # best: flag >= 0.8, F0.5 = 0.833
+    p90 = np.array([0.10, 0.50, 0.20, 0.90, 0.30])  # flag >= 0.5 catches both: F0.5 = 1
+    choice = choose_aggregate({"mean": mean, "p90": p90}, is_fn)
+    assert isinstance(choice, AggregateChoice)
+    assert choice.aggregate == "p90" and choice.threshold == 0.5
+    assert choice.f_beta == {"mean": pytest.approx(f_beta(1, 0, 1)), "p90": 1.0}
+    assert choice.thresholds == {"mean": 0.8, "p90": 0.5}
+    assert choice.reason.startswith("p90: calibrated F0.5 1.0000 on 5 validation NPRs beats mean 0.8333")
+
+
+def test_it_keeps_the_mean_on_a_tie_whatever_the_order() -> None:
+    is_fn = [True, False, True]
+    scores = {"p90": [0.9, 0.1, 0.8], "mean": [0.7, 0.2, 0.6]}  # both separate perfectly
+    choice = choose_aggregate(scores, is_fn)
+    assert choice.aggregate == "mean" and choice.threshold == 0.6
+    assert "ties with p90; ties go to mean" in choice.reason
+    nothing = choose_aggregate({"mean": [0.1, 0.2], "p90": [0.3, 0.4]}, [False, False])
+    assert nothing.aggregate == "mean" and nothing.threshold is None and nothing.f_beta == {"mean": 0.0, "p90": 0.0}
+
+
+def test_it_names_bad_aggregate_candidates() -> None:
+    with pytest.raises(ValueError, match="unknown aggregate 'median'"):
+        choose_aggregate({"median": [0.1]}, [True])
+    with pytest.raises(ValueError, match=r"scores\['p90'\] has 1 entries but is_positive has 2"):
+        choose_aggregate({"mean": [0.1, 0.2], "p90": [0.1]}, [True, False])
+    with pytest.raises(ValueError, match="must map aggregate names"):
+        choose_aggregate({}, [True])
