@@ -22,9 +22,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from analysis.cli import ManifestSlide, read_manifest
 from analysis.evaluation import EvaluationSettings
 from analysis.io import InputError
+from analysis.manifest import ManifestSlide, read_manifest
 
 __all__ = ["evaluate_command", "write_bundle"]
 
