@@ -29,6 +29,8 @@ chromium:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	# The browser modules: ESLint, then their JSDoc types checked by tsc.
+	cd frontend && npm run --silent lint && npm run --silent typecheck
 
 typecheck: setup
 	$(BIN)/mypy analysis sua_portal tests benchmarks
