@@ -102,13 +102,19 @@ def testdata() -> Path:
 
 
 @pytest.fixture(scope="session")
-def synthetic_cohort(tmp_path_factory: Any) -> Path:
-    """Eight small synthetic slides (train, validation, test in-domain, test shifted), made once per run."""
+def synthetic_cohort_entries(tmp_path_factory: Any) -> tuple[Path, list[Any]]:
+    """Eight small synthetic slides (train, validation, test in-domain, test shifted), made once per run:
+    their folder and the ``CohortEntry`` list ``generate_cohort`` returned (read-only for tests)."""
     from analysis.synthetic import generate_cohort
 
     root = tmp_path_factory.mktemp("synthetic")
-    generate_cohort(root, preset="test", seed=0, workers=1)
-    return root
+    return root, generate_cohort(root, preset="test", seed=0, workers=1)
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(synthetic_cohort_entries: tuple[Path, list[Any]]) -> Path:
+    """The folder of the session's synthetic test cohort (read-only for tests)."""
+    return synthetic_cohort_entries[0]
 
 
 # --- a real Celery worker ----------------------------------------------------------------------

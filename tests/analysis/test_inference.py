@@ -499,10 +499,6 @@ def test_bf16_on_the_cpu_is_opt_in_and_close_to_float32(tissue_slide: Path) -> N
 
 # --------------------------------------------------------------------------- slide reading
 
-#: The shared test slides beside the repository (as tests/slides/conftest.py finds them).
-TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "openslide-python"
-
-
 def test_read_region_is_white_outside_and_consistent_inside(noise_slide: Path) -> None:
     slide = open_slide(noise_slide)
     assert (slide.width, slide.height) == (700, 530)
@@ -533,24 +529,24 @@ def test_rgb_conversion_handles_grey_alpha_and_16_bit() -> None:
     assert to_rgb8(np.full((1, 1, 3), 65535, np.uint16)).tolist() == [[[255, 255, 255]]]
 
 
-@pytest.mark.skipif(not TESTDATA.is_dir(), reason="shared test data not mounted")
-def test_slides_that_do_not_decode_raise_a_slide_error() -> None:
+def test_slides_that_do_not_decode_raise_a_slide_error(testdata: Path) -> None:
     from analysis.slide_io import SlideError
 
     for name in ("unreadable.svs", "unopenable.tiff"):
-        slide = open_slide(TESTDATA / name)
+        slide = open_slide(testdata / name)
         with pytest.raises(SlideError, match="cannot read region"):
             read_region(slide, level_downsample=1, left=0, top=0, width=8, height=8)
-    assert open_slide(TESTDATA / "small.svs").mpp == pytest.approx(0.499)
+    assert open_slide(testdata / "small.svs").mpp == pytest.approx(0.499)
 
 
-@pytest.mark.skipif(not TESTDATA.is_dir(), reason="shared test data not mounted")
 @pytest.mark.parametrize("name", ["boxes.tiff", "small.svs"])
-def test_a_tiff_cut_anywhere_is_refused_as_truncated_and_the_whole_file_passes(name: str, tmp_path: Path) -> None:
+def test_a_tiff_cut_anywhere_is_refused_as_truncated_and_the_whole_file_passes(
+    name: str, tmp_path: Path, testdata: Path
+) -> None:
     from analysis.slide_io import SlideError, check_tiff_complete
 
-    data = (TESTDATA / name).read_bytes()
-    check_tiff_complete(TESTDATA / name)
+    data = (testdata / name).read_bytes()
+    check_tiff_complete(testdata / name)
     cut = tmp_path / name
     for size in range(8, len(data), 41):
         cut.write_bytes(data[:size])

@@ -203,8 +203,16 @@ class _Pair(nn.Module):
 
 
 def test_dry_run_accepts_the_network_and_a_one_channel_sigmoid_model() -> None:
-    dry_run(build_network("tiny", seed=0), tile_size=64)
-    dry_run(nn.Conv2d(3, 1, 3, padding=1), tile_size=32)
+    network = build_network("tiny", seed=0)
+    weights = {k: v.clone() for k, v in network.state_dict().items()}
+    assert network.training
+    dry_run(network, tile_size=64)  # accepted: no error
+    # The check leaves the model as it found it: still training, the same weights.
+    assert network.training
+    assert all(torch.equal(weights[k], v) for k, v in network.state_dict().items())
+    sigmoid = nn.Conv2d(3, 1, 3, padding=1).eval()
+    dry_run(sigmoid, tile_size=32)
+    assert not sigmoid.training
 
 
 @pytest.mark.parametrize(

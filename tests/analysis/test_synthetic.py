@@ -7,6 +7,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import large_image
 import numpy as np
 import pytest
 import shapely
@@ -17,6 +18,7 @@ from skimage.color import rgb2hed
 from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 
+from analysis.annotations import load_tumor_geometry, write_asap_xml, write_geojson
 from analysis.synthetic import (
     ITC_MAX_UM,
     MACRO_MIN_UM,
@@ -24,13 +26,10 @@ from analysis.synthetic import (
     CohortEntry,
     SlideSpec,
     SyntheticSlide,
-    generate_cohort,
     generate_slide,
     lesion_kind,
     main,
 )
-
-large_image = pytest.importorskip("large_image")
 
 #: 4096 x 2048 at 1 um/px: large-image counts five levels (4096 / 256 = 2**4), fast to render.
 TUMOR_SPEC = SlideSpec(seed=7, width=4096, height=2048, mpp=1.0, lesions=("micro", "itc"))
@@ -39,12 +38,6 @@ TUMOR_SPEC = SlideSpec(seed=7, width=4096, height=2048, mpp=1.0, lesions=("micro
 @pytest.fixture(scope="module")
 def tumor_slide(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSlide:
     return generate_slide(TUMOR_SPEC, tmp_path_factory.mktemp("slides") / "tumor.tiff")
-
-
-@pytest.fixture(scope="module")
-def test_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[CohortEntry]]:
-    root = tmp_path_factory.mktemp("cohort")
-    return root, generate_cohort(root, preset="test", seed=0, workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +232,11 @@ def test_the_shifted_domain_has_another_colour_distribution(tmp_path: Path) -> N
 # ------------------------------------------------------------------------------- annotations
 
 
-def test_cohort_asap_xml_and_geojson_hold_the_same_coordinates(test_cohort: tuple[Path, list[CohortEntry]]) -> None:
-    _, entries = test_cohort
+def test_cohort_asap_xml_and_geojson_hold_the_same_coordinates(
+    synthetic_cohort_entries: tuple[Path, list[CohortEntry]],
+) -> None:
+    # The session's test cohort (tests/conftest.py): generate_cohort(preset="test", seed=0).
+    _, entries = synthetic_cohort_entries
     entry = next(e for e in entries if e.tumor and e.lesions)
     assert entry.xml is not None and entry.geojson is not None
     root = ET.parse(entry.xml).getroot()
@@ -265,8 +261,6 @@ def test_cohort_asap_xml_and_geojson_hold_the_same_coordinates(test_cohort: tupl
 
 
 def test_annotation_files_match_the_returned_polygons_exactly(tmp_path: Path) -> None:
-    from analysis.annotations import write_asap_xml, write_geojson
-
     spec = SlideSpec(seed=2, width=1024, height=1024, mpp=2.0, lesions=("micro", "itc"))
     slide = generate_slide(spec, tmp_path / "s.tiff")
     xml = tmp_path / "s.xml"
@@ -284,10 +278,9 @@ def test_annotation_files_match_the_returned_polygons_exactly(tmp_path: Path) ->
     ]
     assert got_xml == expected
     assert got_geo == expected
-    # the project's own reader agrees, if it is there
-    annotations = pytest.importorskip("analysis.annotations")
+    # the project's own reader agrees
     for path in (xml, geo):
-        truth = annotations.load_tumor_geometry(path)
+        truth = load_tumor_geometry(path)
         assert truth.area == pytest.approx(shapely.union_all(slide.polygons).area, rel=1e-9)
 
 
@@ -295,9 +288,9 @@ def test_annotation_files_match_the_returned_polygons_exactly(tmp_path: Path) ->
 
 
 def test_the_test_cohort_has_every_split_with_tumor_and_tumor_free_slides(
-    test_cohort: tuple[Path, list[CohortEntry]],
+    synthetic_cohort_entries: tuple[Path, list[CohortEntry]],
 ) -> None:
-    tmp_path, entries = test_cohort
+    tmp_path, entries = synthetic_cohort_entries
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [s["name"] for s in manifest["splits"]] == [name for name, _ in SPLITS]
     assert len(manifest["slides"]) == len(entries) == 8
