@@ -26,6 +26,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
+from sua_portal.errors import DomainError
 from sua_portal.slides.models import Cohort, Slide
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ HEATMAP_KINDS = ("segmentation", "entropy", "mutual_information", "variance")
 UNCERTAINTY_FIELD = {"entropy": "entropy", "mi": "mutual_information", "variance": "variance"}
 
 
-class EnsembleError(ValueError):
+class EnsembleError(DomainError, ValueError):
     """Bad input a person can fix: the message says what and where."""
 
 
