@@ -23,19 +23,26 @@ from typing import IO, Any
 
 import numpy as np
 import shapely
+import tifffile
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
 from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 
+from analysis import annotations as ann
+from analysis import defaults
+from analysis.io import InputError
+from analysis.synthetic import generate_cohort
 from sua_portal.accounts.models import Project
+from sua_portal.celery import enqueue
 from sua_portal.errors import Conflict, DomainError, Gone, TooLarge
 from sua_portal.slides import tiles
-from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
+from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload, staging_dir, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +83,6 @@ class UploadLost(SlideRejected, Gone):
 
 
 # --------------------------------------------------------------------------- files and storage
-
-
-def staging_dir() -> Path:
-    """Where resumable uploads collect their bytes (a volume shared by the web processes)."""
-    configured = getattr(settings, "SLIDE_UPLOAD_STAGING_DIR", None)
-    path = Path(configured) if configured else Path(settings.SLIDE_CACHE_DIR).parent / "upload-staging"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def max_upload_bytes() -> int:
@@ -295,10 +294,6 @@ def delete_slide(slide: Slide) -> None:
 # --------------------------------------------------------------------------- resumable uploads
 
 
-def staging_path(upload: SlideUpload) -> Path:
-    return staging_dir() / f"{upload.pk}.part"
-
-
 def start_upload(cohort: Cohort, *, filename: str, size: int, sha256: str = "", user: Any = None) -> SlideUpload:
     """Begin a chunked upload: checks what can be checked before any byte arrives."""
     filename = check_slide_filename(filename)
@@ -425,13 +420,14 @@ def purge_stale_uploads(*, older_than: timedelta = timedelta(days=2)) -> int:
 
 
 def queue_slide_check(slide: Slide) -> None:
-    """Send the slide check to a worker once the row is committed (a broker outage leaves it "uploaded")."""
-    from sua_portal.slides.tasks import check_slide as check_slide_task
+    """Send the slide check (the slides.check_slide task) to a worker once the row is committed.
 
+    A broker outage leaves the slide "uploaded".
+    """
     slide_id = slide.pk
 
     def send() -> None:
-        check_slide_task.delay(slide_id)
+        enqueue("slides.check_slide", slide_id, queue="cpu")
 
     transaction.on_commit(send, robust=True)
 
@@ -532,12 +528,8 @@ def _check_inside(
 
 
 def _read_mask(path: Path, filename: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
                 if int(np.prod(page.shape[:2])) > MAX_MASK_PIXELS:
@@ -581,9 +573,6 @@ def annotation_geometry(
     Raises :class:`SlideRejected` when the file does not parse, names no tumor
     class although it has annotations, or reaches outside the slide.
     """
-    from analysis import annotations as ann
-    from analysis import defaults
-    from analysis.io import InputError
 
     suffix = Path(filename).suffix.lower()
     width, height = slide_size
@@ -841,7 +830,6 @@ def load_demo_cohorts(
     the generation, slides already imported are skipped by SHA-256.  Slides
     are checked in this process, so they are ready when this returns.
     """
-    from analysis.synthetic import generate_cohort
 
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"

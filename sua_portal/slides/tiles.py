@@ -30,6 +30,8 @@ import large_image
 import numpy as np
 from large_image.constants import TILE_FORMAT_NUMPY
 from PIL import Image
+from skimage.color import rgb2hsv
+from skimage.filters import threshold_otsu
 
 __all__ = [
     "JPEG_QUALITY",
@@ -251,9 +253,6 @@ def tissue_fraction(source: Any, *, max_side: int = 1024) -> float:
     floor on the threshold keeps an empty slide at zero instead of letting Otsu
     split the noise of the glass in two.
     """
-    from skimage.color import rgb2hsv
-    from skimage.filters import threshold_otsu
-
     array, _ = source.getRegion(output={"maxWidth": max_side, "maxHeight": max_side}, format=TILE_FORMAT_NUMPY)
     array = np.asarray(array)
     alpha = array[:, :, 3] > 0 if array.ndim == 3 and array.shape[2] == 4 else None

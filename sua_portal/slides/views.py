@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
@@ -468,9 +468,12 @@ class _SlideImageView(APIView):
     schema = _ImageViewSchema()
     http_method_names = ["get", "head", "options"]
 
-    def _answer(self, request: Request, pk: int, etag_parts: Sequence[object], body: Callable[[Path], bytes],
-                mime: str) -> HttpResponseBase:
-        """``body(path)`` of the slide file as ``mime``, or 304 when the client's copy is current."""
+    def _answer(self, request: Request, pk: int, etag_parts: tuple[str, *tuple[object, ...]],
+                body: Callable[[Path], bytes], mime: str) -> HttpResponseBase:
+        """``body(path)`` of the slide file as ``mime``, or 304 when the client's copy is current.
+
+        ``etag_parts``: the kind of image and what picks it out (level, column, row...), for its ETag.
+        """
         found = readable_slide(cast(Any, request.user).pk, pk)
         if found is None:
             raise NotFound("No such slide.")
@@ -524,7 +527,7 @@ class DeepZoomDescriptorView(_SlideImageView):
 
     @extend_schema(responses={(200, "application/xml"): OpenApiTypes.STR})
     def get(self, request: Request, pk: int) -> HttpResponseBase:
-        return self._answer(request, pk, ["dzi"], lambda path: tiles.deep_zoom(path).descriptor().encode(),
+        return self._answer(request, pk, ("dzi",), lambda path: tiles.deep_zoom(path).descriptor().encode(),
                             "application/xml")
 
 
@@ -535,7 +538,7 @@ class DeepZoomTileView(_SlideImageView):
     def get(self, request: Request, pk: int, level: int, col: int, row: int, fmt: str) -> HttpResponseBase:
         if fmt not in ("jpeg", "jpg"):
             raise NotFound("Tiles are served as .jpeg.")
-        return self._answer(request, pk, ["t", level, col, row], lambda path: tiles.deep_zoom(path).tile(level, col, row),
+        return self._answer(request, pk, ("t", level, col, row), lambda path: tiles.deep_zoom(path).tile(level, col, row),
                             "image/jpeg")
 
 
@@ -551,7 +554,7 @@ class ThumbnailView(_SlideImageView):
         width = _int_param(request, "width", 256, low=2, high=tiles.MAX_OUTPUT_SIDE)
         height = _int_param(request, "height", width, low=2, high=tiles.MAX_OUTPUT_SIDE)
         encoding, mime = _FORMATS[fmt]
-        return self._answer(request, pk, ["th", f"{width}x{height}", fmt],
+        return self._answer(request, pk, ("th", f"{width}x{height}", fmt),
                             lambda path: tiles.thumbnail(path, width=width, height=height, fmt=encoding), mime)
 
 
@@ -581,7 +584,7 @@ class RegionView(_SlideImageView):
                 # A region outside the slide is a bad request (a tile outside the pyramid is a 404).
                 raise ValidationError({"detail": str(exc)}) from None
 
-        return self._answer(request, pk, ["r", left, top, width, height, max_size, fmt], body, mime)
+        return self._answer(request, pk, ("r", left, top, width, height, max_size, fmt), body, mime)
 
 
 # --------------------------------------------------------------------------- the tile fast path
