@@ -378,6 +378,12 @@ def _token_key(token: str) -> str:
     return f"image-access:token:{token}"
 
 
+def _caller_id_key(credential_key: str) -> str:
+    # Next to each cached caller, their id alone: the tile fast path needs no more, and unpickling a
+    # small int costs a fraction of a user object.
+    return f"{credential_key}:id"
+
+
 class _CachedTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         hit = cache.get(_token_key(key))
@@ -385,6 +391,7 @@ class _CachedTokenAuthentication(TokenAuthentication):
             return cast(tuple[Any, Any], hit)
         result = super().authenticate_credentials(key)
         _remember(_token_key(key), result)
+        _remember(_caller_id_key(_token_key(key)), result[0].pk)
         return result
 
 
@@ -398,6 +405,7 @@ class _CachedSessionAuthentication(SessionAuthentication):
         result = super().authenticate(request)
         if result is not None and key:
             _remember(_session_key(key), result[0])
+            _remember(_caller_id_key(_session_key(key)), result[0].pk)
         return result
 
 
@@ -422,11 +430,14 @@ def readable_slide(user_id: int, slide_id: int, *, cached_only: bool = False) ->
     nothing is looked up: the request goes the full way). :class:`Unreadable` says why a slide
     the caller may see has no images.
     """
+    # One entry per caller and slide: the slide, and its file under the MEDIA_ROOT it was found in.
     key = f"image-access:slide:{user_id}:{slide_id}"
-    slide = cast("_ImageSlide | None", cache.get(key))
-    if slide is None:
-        if cached_only:
-            return None
+    hit = cast("tuple[_ImageSlide, str, Path | None] | None", cache.get(key))
+    if hit is not None and hit[1] == str(settings.MEDIA_ROOT):
+        slide, _, path = hit
+    elif cached_only:
+        return None
+    else:
         row = (
             Slide.objects.filter(pk=slide_id, cohort__project__memberships__user_id=user_id)
             .values_list("sha256", "status", "failure_reason", "file", "size_bytes")
@@ -435,21 +446,17 @@ def readable_slide(user_id: int, slide_id: int, *, cached_only: bool = False) ->
         if row is None:
             return None
         slide = _ImageSlide(slide_id, *row)
-        _remember(key, slide)
-    if slide.status == Slide.Status.FAILED:
+        path = None
+        if slide.status != Slide.Status.FAILED:
+            try:
+                path = services.local_path(
+                    Slide(pk=slide.pk, sha256=slide.sha256, file=slide.file_name, size_bytes=slide.size_bytes)
+                )
+            except FileNotFoundError:
+                raise Unreadable("The slide file is missing from storage.") from None
+        _remember(key, (slide, str(settings.MEDIA_ROOT), path))
+    if slide.status == Slide.Status.FAILED or path is None:
         raise Unreadable(f"This slide failed its check: {slide.failure_reason}")
-    path_key = f"image-access:file:{settings.MEDIA_ROOT}:{slide.file_name}"
-    path = cast("Path | None", cache.get(path_key))
-    if path is None:
-        if cached_only:
-            return None
-        try:
-            path = services.local_path(
-                Slide(pk=slide.pk, sha256=slide.sha256, file=slide.file_name, size_bytes=slide.size_bytes)
-            )
-        except FileNotFoundError:
-            raise Unreadable("The slide file is missing from storage.") from None
-        _remember(path_key, path)
     return slide, path
 
 
@@ -594,15 +601,15 @@ class RegionView(_SlideImageView):
 _TILE_PATH = re.compile(r"/api/slides/([0-9]+)/dzi_files/([0-9]+)/([0-9]+)_([0-9]+)\.(?:jpeg|jpg)")
 
 
-def _cached_caller(request: HttpRequest) -> Any:
-    """The caller, when the image views' cache knows the credentials; None sends the request the full way.
+def _cached_caller(request: HttpRequest) -> int | None:
+    """The caller's id, when the image views' cache knows the credentials; None sends the request the full way.
 
     Same order as ``_SlideImageView.authentication_classes``: a session cookie wins over a token, so a
     cookie the cache does not know is never skipped in favour of the token behind it.
     """
     session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     if session_key:
-        return cache.get(_session_key(session_key))
+        return cache.get(_caller_id_key(_session_key(session_key)))
     header = request.META.get("HTTP_AUTHORIZATION")
     if not header:
         return None
@@ -615,8 +622,7 @@ def _cached_caller(request: HttpRequest) -> Any:
         key = parts[1].decode()
     except UnicodeError:
         return None
-    hit = cache.get(_token_key(key))
-    return hit[0] if hit is not None else None
+    return cache.get(_caller_id_key(_token_key(key)))
 
 
 def _fast_tile(request: HttpRequest, match: re.Match[str]) -> HttpResponseBase | None:
@@ -631,11 +637,11 @@ def _fast_tile(request: HttpRequest, match: re.Match[str]) -> HttpResponseBase |
         request.get_host()
     except DisallowedHost:
         return None
-    user = _cached_caller(request)
-    if user is None:
+    user_id = _cached_caller(request)
+    if user_id is None:
         return None
     try:
-        found = readable_slide(user.pk, int(match[1]), cached_only=True)
+        found = readable_slide(user_id, int(match[1]), cached_only=True)
     except Unreadable:
         return None
     if found is None:
