@@ -4,8 +4,8 @@ A synthetic pyramidal TIFF (JPEG tiles) is stored as a slide; a real server
 (gunicorn, gthread workers: by default one process per CPU, 8 threads each)
 serves ``/api/slides/{id}/dzi_files/...`` to 16 concurrent clients (threads,
 one keep-alive HTTP connection each, token authentication). Every request
-checks the caller's membership in the slide's project: from the image views'
-short-lived per-process cache (SLIDE_IMAGE_ACCESS_CACHE_SECONDS), from the
+checks the caller's membership in the slide's project: from Django's cache
+(local memory per process, for SLIDE_IMAGE_ACCESS_CACHE_SECONDS), from the
 database when it misses. The floor is the same tile list read by ``getTile``
 in this process with the same threads. Both start cold (a fresh server, a
 fresh source and tile cache) and read every tile of the three finest levels

@@ -15,3 +15,12 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # everything else to cpu.
 app.conf.task_queues = (Queue("gpu"), Queue("cpu"))
 app.autodiscover_tasks()
+
+
+def enqueue(task_name: str, *args: object, queue: str) -> str:
+    """Send the task registered as ``task_name`` to ``queue``; returns its id.
+
+    Services queue work by the task's name: the tasks module imports its services, so a
+    service importing its tasks would close an import circle (tasks stay the thin top).
+    """
+    return str(app.send_task(task_name, args=list(args), queue=queue).id)

@@ -122,6 +122,20 @@ if STORAGE_BACKEND == "s3":
 # Workers read slides from a local copy when storage is remote.
 SLIDE_CACHE_DIR = Path(envstr("SLIDE_CACHE_DIR", str(BASE_DIR / "var" / "slide-cache")) or "")
 
+# Django's cache: local memory per process unless CACHE_URL names a Redis server (redis://host:6379/2),
+# which the processes of one deployment then share.
+CACHE_URL = envstr("CACHE_URL")
+CACHES: dict[str, dict[str, object]] = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sua-portal",
+          # Callers, slides and files of the image endpoints: one entry each per user and slide.
+          "OPTIONS": {"MAX_ENTRIES": 20_000}},
+}
+# How long the image endpoints remember who a caller is and which slides and files they may read:
+# a removed membership or a signed-out session still reaches tiles for at most this long. 0: never.
+SLIDE_IMAGE_ACCESS_CACHE_SECONDS = envfloat("SLIDE_IMAGE_ACCESS_CACHE_SECONDS", 10.0)
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -135,6 +149,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "sua_portal.core.schema.PortalAutoSchema",
     "DEFAULT_PAGINATION_CLASS": "sua_portal.core.pagination.BoundedLimitOffsetPagination",
     "PAGE_SIZE": envint("API_PAGE_SIZE", 100),
+    # Services raise domain errors (sua_portal.errors); this one handler turns them into answers.
+    "EXCEPTION_HANDLER": "sua_portal.http.exception_handler",
 }
 # Personal API tokens: valid this many days unless asked otherwise, and at most API_TOKEN_MAX_DAYS.
 API_TOKEN_DAYS = envint("API_TOKEN_DAYS", 90)

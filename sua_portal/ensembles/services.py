@@ -7,6 +7,7 @@ worker killed mid-slide leaves nothing half-stored and the redelivered task star
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import socket
@@ -24,9 +25,17 @@ from django.core.files import File
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
+from PIL import Image
 
+from analysis.io import heatmap_rgba
+from analysis.metrics import calibrate_threshold
+from analysis.sua import find_regions as sua_find_regions
+from sua_portal.celery import enqueue
 from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
+from sua_portal.errors import DomainError
 from sua_portal.slides.models import Cohort, Slide
+from sua_portal.slides.services import local_path
+from sua_portal.slides.truth import truth_mask, tumor_geometry
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +43,7 @@ HEATMAP_KINDS = ("segmentation", "entropy", "mutual_information", "variance")
 UNCERTAINTY_FIELD = {"entropy": "entropy", "mi": "mutual_information", "variance": "variance"}
 
 
-class EnsembleError(ValueError):
+class EnsembleError(DomainError, ValueError):
     """Bad input a person can fix: the message says what and where."""
 
 
@@ -46,18 +55,13 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _local_slide_path(slide: Slide) -> Path:
-    from sua_portal.slides.services import local_path
-
-    return local_path(slide)
-
-
 def _torch_device(threads: int | None = None) -> str:
     """The device this worker runs models on; also caps torch's CPU threads.
 
     A prefork pool already runs one process per core: letting each also start a
     thread per core oversubscribes the machine and is slower than one thread each.
     """
+    # torch is imported in the worker process only: a Celery parent must not import it before it forks.
     import torch
 
     threads = threads or settings.TORCH_THREADS
@@ -68,6 +72,7 @@ def _torch_device(threads: int | None = None) -> str:
 
 def _check_tile_size(tile_size: int, level_downsample: float, heatmap_downsample: float | None = None) -> None:
     """The inference core's own check of the tiling, as a message for the person who chose it."""
+    # analysis.inference imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.inference import check_tiling
 
     try:
@@ -82,6 +87,7 @@ def _check_tile_size(tile_size: int, level_downsample: float, heatmap_downsample
 
 def load_members(ensemble: Ensemble, *, device: str = "cpu") -> list[Any]:
     """Build the members inside the calling (worker) process: never before a fork."""
+    # analysis.models imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.models import load_member
 
     modules = []
@@ -104,6 +110,7 @@ def import_members(
     user: Any,
 ) -> Ensemble:
     """Check each uploaded member by a dry run on one tile, then store all or nothing."""
+    # analysis.models imports torch, which a Celery parent must not import before it forks its workers.
     import torch
 
     from analysis.models import dry_run, load_member
@@ -142,13 +149,13 @@ def import_members(
 
 
 def training_slides(cohorts: Iterable[Cohort]) -> list[Any]:
+    # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.training import TrainingSlide
-    from sua_portal.slides.truth import tumor_geometry
 
     slides = []
     for cohort in cohorts:
         for slide in cohort.slides.filter(status=Slide.Status.READY):
-            slides.append(TrainingSlide(path=_local_slide_path(slide), tumor=tumor_geometry(slide)))
+            slides.append(TrainingSlide(path=local_path(slide), tumor=tumor_geometry(slide)))
     if not slides:
         raise EnsembleError("the training cohorts have no ready slides")
     return slides
@@ -157,6 +164,7 @@ def training_slides(cohorts: Iterable[Cohort]) -> list[Any]:
 def create_training(*, project: Any, name: str, cohorts: Sequence[Cohort], validation: Sequence[Cohort],
                     config: dict[str, Any], user: Any) -> Ensemble:
     """Check the training settings and record the ensemble (status training, no members yet)."""
+    # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.training import TrainingConfig
 
     try:
@@ -176,12 +184,10 @@ def create_training(*, project: Any, name: str, cohorts: Sequence[Cohort], valid
 
 def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], validation: Sequence[Cohort],
                    config: dict[str, Any], user: Any) -> Ensemble:
-    """Record the ensemble and queue its training on the workers."""
-    from sua_portal.ensembles.tasks import train_ensemble
-
+    """Record the ensemble and queue its training on the workers (the ensembles.train_ensemble task)."""
     ensemble = create_training(project=project, name=name, cohorts=cohorts, validation=validation, config=config,
                                user=user)
-    train_ensemble.delay(ensemble.pk)
+    enqueue("ensembles.train_ensemble", ensemble.pk, queue="gpu")
     return ensemble
 
 
@@ -191,6 +197,7 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
     ``workers`` > 1 trains that many members side by side in spawned processes: for a
     management command, never inside a Celery prefork child (daemonic, it may not have any).
     """
+    # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.training import TrainingConfig, train_ensemble
 
     ensemble = Ensemble.objects.get(pk=ensemble_id)
@@ -250,9 +257,7 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
 
 
 def queue_inference(ensemble: Ensemble, slides: Iterable[Slide]) -> list[SlideHeatmap]:
-    """One task per slide; a slide already done stays done (running twice is idempotent)."""
-    from sua_portal.ensembles.tasks import infer_slide
-
+    """One ensembles.infer_slide task per slide; a slide already done stays done (running twice is idempotent)."""
     if ensemble.status != Ensemble.Status.READY:
         raise EnsembleError(f"ensemble {ensemble.name!r} is {ensemble.status}, not ready")
     queued = []
@@ -265,8 +270,8 @@ def queue_inference(ensemble: Ensemble, slides: Iterable[Slide]) -> list[SlideHe
                                                                failure_reason="")
             heatmap.refresh_from_db()
         if heatmap.status == SlideHeatmap.Status.QUEUED:
-            result = infer_slide.apply_async(args=[heatmap.pk], queue="gpu")
-            SlideHeatmap.objects.filter(pk=heatmap.pk).update(task_id=result.id)
+            task_id = enqueue("ensembles.infer_slide", heatmap.pk, queue="gpu")
+            SlideHeatmap.objects.filter(pk=heatmap.pk).update(task_id=task_id)
             queued.append(heatmap)
     return queued
 
@@ -302,6 +307,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
     The claim is a conditional update: a queued row, or a running one whose worker died
     (the task came back because of acks_late + reject_on_worker_lost), becomes ours.
     """
+    # analysis.inference imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.inference import InferenceCancelled, InferenceOptions, run_ensemble
     from analysis.io import write_heatmap_tiff
 
@@ -319,7 +325,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
         _check_tile_size(ensemble.tile_size, ensemble.level_downsample, downsample)
         device = _torch_device(threads)
         members = load_members(ensemble, device=device)
-        slide_path = _local_slide_path(heatmap.slide)
+        slide_path = local_path(heatmap.slide)
         # large-image reads the missing tiles of a truncated TIFF as black: check the file is
         # still the one that was checked, or the slide would get a silently empty heatmap.
         size = slide_path.stat().st_size
@@ -377,11 +383,6 @@ def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:
 
 def heatmap_png(heatmap: SlideHeatmap, kind: str) -> bytes:
     """The heatmap coloured for the viewer (:func:`analysis.io.heatmap_rgba`), PNG-encoded."""
-    import io
-
-    from PIL import Image
-
-    from analysis.io import heatmap_rgba
 
     out = io.BytesIO()
     Image.fromarray(heatmap_rgba(read_heatmap(heatmap, kind), kind), mode="RGBA").save(out, format="PNG")
@@ -400,8 +401,6 @@ def find_regions(
     fn_fraction: float | None = None,
 ) -> int:
     """Store the NPRs of one slide for each range, replacing earlier ones of the same settings."""
-    from analysis.sua import find_regions as sua_find_regions
-    from sua_portal.slides.truth import truth_mask
 
     ranges = ranges or settings.SUA_RANGES
     uncertainty = uncertainty or settings.SUA_UNCERTAINTY
@@ -446,7 +445,6 @@ def calibrate_and_flag(
     beta: float | None = None,
 ) -> float | None:
     """Pick tau on the validation NPRs (exact F-beta search) and flag every slide's NPRs."""
-    from analysis.metrics import calibrate_threshold
 
     uncertainty = uncertainty or settings.SUA_UNCERTAINTY
     aggregate = aggregate or settings.SUA_AGGREGATE

@@ -6,6 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from sua_portal.ensembles import services
+from sua_portal.ensembles.models import SlideHeatmap
 
 
 @shared_task(name="ensembles.infer_slide", queue="gpu", acks_late=True, reject_on_worker_lost=True)
@@ -18,8 +19,6 @@ def infer_slide(heatmap_id: int) -> str:
 
 @shared_task(name="ensembles.find_regions", queue="cpu")
 def find_regions(heatmap_id: int) -> int:
-    from sua_portal.ensembles.models import SlideHeatmap
-
     return services.find_regions(SlideHeatmap.objects.select_related("slide").get(pk=heatmap_id))
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 from rest_framework.routers import SimpleRouter
 
+from sua_portal.ensembles import pages
 from sua_portal.ensembles.views import EnsembleViewSet, HeatmapViewSet
 
 router = SimpleRouter()
@@ -12,4 +13,6 @@ router.register("ensembles", EnsembleViewSet, basename="ensemble")
 router.register("heatmaps", HeatmapViewSet, basename="heatmap")
 
 api_urlpatterns: list[URLPattern | URLResolver] = list(router.urls)
-page_urlpatterns: list[URLPattern | URLResolver] = []
+page_urlpatterns: list[URLPattern | URLResolver] = [
+    path("cohorts/<int:pk>/", pages.cohort_page, name="cohort-page"),
+]

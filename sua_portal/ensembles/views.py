@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.http import Http404, HttpResponse, HttpResponseNotModified
+from django.http import Http404, HttpResponse, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status, viewsets
@@ -27,6 +27,7 @@ from sua_portal.ensembles.serializers import (
     RunSerializer,
     TrainSerializer,
 )
+from sua_portal.http import not_modified
 from sua_portal.slides.models import Cohort, Slide
 
 _NOT_YOUR_PROJECT = OpenApiResponse(description="the project is not one of the caller's")
@@ -47,6 +48,9 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
     # Admins bring models in; researchers train and run them.
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    # The request field each action's EnsembleError is about (sua_portal.http.exception_handler).
+    domain_error_fields = {"train": "config", "import_members": "members", "calibrate": "validation_cohorts",
+                           "run": "ensemble"}
 
     def get_queryset(self) -> QuerySet[Ensemble]:
         return Ensemble.objects.filter(project__in=Project.objects.visible_to(self.request.user)).prefetch_related(
@@ -64,12 +68,9 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"cohorts": ["Some cohorts are not in this project."]})
         if Ensemble.objects.filter(project=project, name=body.validated_data["name"]).exists():
             raise ValidationError({"name": ["An ensemble of this name exists in the project."]})
-        try:
-            ensemble = services.start_training(project=project, name=body.validated_data["name"], cohorts=cohorts,
-                                               validation=validation, config=body.validated_data["config"],
-                                               user=request.user)
-        except services.EnsembleError as exc:
-            raise ValidationError({"config": [str(exc)]}) from None
+        ensemble = services.start_training(project=project, name=body.validated_data["name"], cohorts=cohorts,
+                                           validation=validation, config=body.validated_data["config"],
+                                           user=request.user)
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request={"multipart/form-data": ImportSerializer},
@@ -80,14 +81,11 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
                                 if hasattr(request.data, "dict") else request.data)
         body.is_valid(raise_exception=True)
         project = _member_project(request, body.validated_data["project"])
-        try:
-            ensemble = services.import_members(
-                project=project, name=body.validated_data["name"], files=body.validated_data["members"],
-                tile_size=body.validated_data["tile_size"], level_downsample=body.validated_data["level_downsample"],
-                user=request.user,
-            )
-        except services.EnsembleError as exc:
-            raise ValidationError({"members": [str(exc)]}) from None
+        ensemble = services.import_members(
+            project=project, name=body.validated_data["name"], files=body.validated_data["members"],
+            tile_size=body.validated_data["tile_size"], level_downsample=body.validated_data["level_downsample"],
+            user=request.user,
+        )
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=CalibrateSerializer, responses=CalibratedRangeSerializer(many=True))
@@ -106,10 +104,7 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"validation_cohorts": [
                 f"Calibrate on validation cohorts only (not {names}): test cohorts must stay unseen."]})
         options = {k: v for k, v in body.validated_data.items() if k != "validation_cohorts"}
-        try:
-            ranges = services.calibrate(ensemble, cohorts, **options)
-        except services.EnsembleError as exc:
-            raise ValidationError({"validation_cohorts": [str(exc)]}) from None
+        ranges = services.calibrate(ensemble, cohorts, **options)
         return Response(CalibratedRangeSerializer(ranges, many=True).data)
 
     @extend_schema(request=RunSerializer, responses={202: HeatmapSerializer(many=True)})
@@ -123,10 +118,7 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             cohort__project=ensemble.project, cohort__in=body.validated_data["cohorts"])
         if not slides.exists():
             raise ValidationError({"slides": ["Name at least one slide or cohort of this project."]})
-        try:
-            queued = services.queue_inference(ensemble, slides.distinct())
-        except services.EnsembleError as exc:
-            raise ValidationError({"ensemble": [str(exc)]}) from None
+        queued = services.queue_inference(ensemble, slides.distinct())
         return Response(HeatmapSerializer(queued, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -180,7 +172,7 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
                    304: OpenApiResponse(description="Not modified (If-None-Match had the ETag)")},
     )
     @action(detail=True, methods=["get"])
-    def image(self, request: Request, pk: str | None = None) -> HttpResponse:
+    def image(self, request: Request, pk: str | None = None) -> HttpResponseBase:
         """The heatmap as a coloured, transparent PNG (one pixel per heatmap cell) to lay over the slide."""
         heatmap = self.get_object()
         kind = request.query_params.get("kind", "segmentation")
@@ -189,8 +181,9 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
         if heatmap.status != SlideHeatmap.Status.DONE:
             raise Http404(f"The heatmaps of this slide are {heatmap.status}, not computed yet.")
         etag = f'"{heatmap.pk}-{kind}-{heatmap.finished.timestamp() if heatmap.finished else 0:.0f}"'
-        if request.headers.get("If-None-Match") == etag:
-            return HttpResponseNotModified(headers={"ETag": etag})
+        if (unchanged := not_modified(request, etag)) is not None:
+            unchanged["ETag"] = etag
+            return unchanged
         response = HttpResponse(services.heatmap_png(heatmap, kind), content_type="image/png")
         response["ETag"] = etag
         # Private: access is per project. A recomputed heatmap gets a new ETag.

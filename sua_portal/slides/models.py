@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
 from sua_portal.accounts.models import Project
+from sua_portal.slides import tiles
 
 
 class Cohort(models.Model):
@@ -111,6 +113,19 @@ class Annotation(models.Model):
         return f"{self.label} on {self.slide} ({self.source})"
 
 
+def staging_dir() -> Path:
+    """Where resumable uploads collect their bytes (a volume shared by the web processes)."""
+    configured = getattr(settings, "SLIDE_UPLOAD_STAGING_DIR", None)
+    path = Path(configured) if configured else Path(settings.SLIDE_CACHE_DIR).parent / "upload-staging"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def staging_path(upload: SlideUpload) -> Path:
+    """The staging file of a resumable upload: its bytes so far."""
+    return staging_dir() / f"{upload.pk}.part"
+
+
 def _new_upload_id() -> uuid.UUID:
     return uuid.uuid4()
 
@@ -146,8 +161,6 @@ def _delete_slide_file(sender: type[Slide], instance: Slide, **kwargs: Any) -> N
         return
 
     def remove() -> None:
-        from sua_portal.slides import tiles
-
         if Slide.objects.filter(file=name).exists():
             return
         with suppress(NotImplementedError):
@@ -159,7 +172,5 @@ def _delete_slide_file(sender: type[Slide], instance: Slide, **kwargs: Any) -> N
 
 @receiver(post_delete, sender=SlideUpload)
 def _delete_staged_bytes(sender: type[SlideUpload], instance: SlideUpload, **kwargs: Any) -> None:
-    from sua_portal.slides.services import staging_path
-
     path = staging_path(instance)  # now: Django clears the primary key of deleted rows afterwards
     transaction.on_commit(lambda: path.unlink(missing_ok=True))

@@ -1,8 +1,11 @@
-"""Server-rendered pages of the slides app: a cohort's slide list and the slide viewer."""
+"""Server-rendered pages of the slides app: the slide viewer, and what the cohort page shows of its slides.
+
+The cohort page itself is served by the ensembles app (:mod:`sua_portal.ensembles.pages`), which adds each
+slide's review state: the slides app does not know about heatmaps.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -26,13 +29,12 @@ def _visible_cohort(request: HttpRequest, pk: int) -> Cohort:
     return cohort
 
 
-@login_required
-def cohort_page(request: HttpRequest, pk: int) -> HttpResponse:
+def cohort_context(request: HttpRequest, pk: int) -> dict[str, Any]:
+    """The cohort page's context (``slides``: the cohort's slides by name); 404 outside the caller's projects."""
     cohort = _visible_cohort(request, pk)
     slides = list(cohort.slides.annotate(annotation_count=Count("annotations")).order_by("name"))
     counts = {status: sum(1 for s in slides if s.status == status) for status in Slide.Status.values}
-    _add_review_state(slides)
-    context: dict[str, Any] = {
+    return {
         "cohort": cohort,
         "slides": slides,
         "counts": counts,
@@ -43,26 +45,6 @@ def cohort_page(request: HttpRequest, pk: int) -> HttpResponse:
         "extensions_display": " ".join(services.SLIDE_EXTENSIONS),
         "max_upload_bytes": services.max_upload_bytes(),
     }
-    return render(request, "slides/cohort.html", context)
-
-
-def _add_review_state(slides: Sequence[Slide]) -> None:
-    """Per slide: how far its heatmaps are, and how many regions are flagged for review."""
-    from sua_portal.ensembles.models import SlideHeatmap
-    from sua_portal.ensembles.services import flagged_per_slide
-
-    heatmaps: dict[int, list[tuple[str, float]]] = {}
-    for slide_id, status, progress in SlideHeatmap.objects.filter(slide__in=slides).values_list(
-            "slide", "status", "progress"):
-        heatmaps.setdefault(slide_id, []).append((status, progress))
-    flagged = flagged_per_slide(slides)
-    for slide in slides:
-        states = heatmaps.get(slide.pk, [])
-        running = [p for s, p in states if s in ("queued", "running")]
-        slide.review_flagged = flagged.get(slide.pk, 0)  # type: ignore[attr-defined]
-        slide.review_state = (  # type: ignore[attr-defined]
-            "none" if not states else f"computing {min(running):.0f} %" if running
-            else "failed" if all(s == "failed" for s, _ in states) else "done")
 
 
 def _describe(annotation: Annotation, mpp: float | None) -> Annotation:

@@ -1,7 +1,7 @@
 """Slides and cohorts: storing uploads, resumable uploads, annotations, the slide check, imports.
 
 Views and tasks stay thin and call these functions.  Problems a person can fix
-are raised as :class:`SlideRejected` (with the HTTP status the API answers);
+are raised as :class:`SlideRejected` (its subclasses say what kind: a conflict, too large, gone);
 nothing half-made is left behind when one is raised: no stored file, no row.
 """
 
@@ -23,18 +23,26 @@ from typing import IO, Any
 
 import numpy as np
 import shapely
+import tifffile
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
+from PIL import Image, UnidentifiedImageError
 from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 
+from analysis import annotations as ann
+from analysis import defaults
+from analysis.io import InputError
+from analysis.synthetic import generate_cohort
 from sua_portal.accounts.models import Project
+from sua_portal.celery import enqueue
+from sua_portal.errors import Conflict, DomainError, Gone, TooLarge
 from sua_portal.slides import tiles
-from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
+from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload, staging_dir, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -58,24 +66,23 @@ _CHUNK = 8 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-class SlideRejected(Exception):
-    """Input a person has to fix; ``status`` is the HTTP answer, ``extra`` goes into the body."""
+class SlideRejected(DomainError):
+    """A slide, upload or annotation a person has to fix; keyword details (``offset=``) go with the message."""
 
-    def __init__(self, message: str, *, status: int = 400, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.extra = extra
+
+class SlideConflict(SlideRejected, Conflict):
+    """The same file is in the cohort already, or a chunk does not start where the upload stands."""
+
+
+class SlideTooLarge(SlideRejected, TooLarge):
+    """A slide or annotation file larger than this server accepts."""
+
+
+class UploadLost(SlideRejected, Gone):
+    """The bytes of a resumable upload are no longer on the server."""
 
 
 # --------------------------------------------------------------------------- files and storage
-
-
-def staging_dir() -> Path:
-    """Where resumable uploads collect their bytes (a volume shared by the web processes)."""
-    configured = getattr(settings, "SLIDE_UPLOAD_STAGING_DIR", None)
-    path = Path(configured) if configured else Path(settings.SLIDE_CACHE_DIR).parent / "upload-staging"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def max_upload_bytes() -> int:
@@ -107,9 +114,8 @@ def check_slide_size(size: int, filename: str) -> None:
         raise SlideRejected(f"{filename}: the file is empty.")
     limit = max_upload_bytes()
     if size > limit:
-        raise SlideRejected(
-            f"{filename}: {_human(size)} is more than the {_human(limit)} a slide may have on this server.",
-            status=413,
+        raise SlideTooLarge(
+            f"{filename}: {_human(size)} is more than the {_human(limit)} a slide may have on this server."
         )
 
 
@@ -246,11 +252,8 @@ def store_slide(
 
 
 def _duplicate(existing: Slide, filename: str) -> SlideRejected:
-    return SlideRejected(
-        f"{filename} is already in this cohort as slide {existing.name!r} (same SHA-256).",
-        status=409,
-        slide=existing.pk,
-    )
+    return SlideConflict(f"{filename} is already in this cohort as slide {existing.name!r} (same SHA-256).",
+                         slide=existing.pk)
 
 
 def _apply_info(slide: Slide, info: tiles.SlideInfo) -> None:
@@ -289,10 +292,6 @@ def delete_slide(slide: Slide) -> None:
 
 
 # --------------------------------------------------------------------------- resumable uploads
-
-
-def staging_path(upload: SlideUpload) -> Path:
-    return staging_dir() / f"{upload.pk}.part"
 
 
 def start_upload(cohort: Cohort, *, filename: str, size: int, sha256: str = "", user: Any = None) -> SlideUpload:
@@ -337,10 +336,9 @@ def receive_chunk(upload: SlideUpload, *, offset: int, length: int, stream: IO[b
     with transaction.atomic():
         locked = SlideUpload.objects.select_for_update().get(pk=upload.pk)
         if offset != locked.received_bytes:
-            raise SlideRejected(
+            raise SlideConflict(
                 f"This chunk starts at byte {offset} but the upload has {locked.received_bytes} bytes; "
                 f"send from byte {locked.received_bytes}.",
-                status=409,
                 offset=locked.received_bytes,
             )
         if length < 0 or offset + length > locked.size_bytes:
@@ -381,15 +379,14 @@ def complete_upload(upload: SlideUpload, *, user: Any = None) -> Slide:
     refusal for bad content (checksum, not a slide, duplicate): the client starts again.
     """
     if upload.received_bytes != upload.size_bytes:
-        raise SlideRejected(
+        raise SlideConflict(
             f"Only {upload.received_bytes} of {upload.size_bytes} bytes have arrived; send the rest first.",
-            status=409,
             offset=upload.received_bytes,
         )
     path = staging_path(upload)
     try:
         if not path.is_file() or path.stat().st_size != upload.size_bytes:
-            raise SlideRejected("The uploaded bytes are missing on the server; start the upload again.", status=410)
+            raise UploadLost("The uploaded bytes are missing on the server; start the upload again.")
         digest = sha256_of_file(path)
         if upload.sha256 and digest != upload.sha256:
             raise SlideRejected(
@@ -423,13 +420,14 @@ def purge_stale_uploads(*, older_than: timedelta = timedelta(days=2)) -> int:
 
 
 def queue_slide_check(slide: Slide) -> None:
-    """Send the slide check to a worker once the row is committed (a broker outage leaves it "uploaded")."""
-    from sua_portal.slides.tasks import check_slide as check_slide_task
+    """Send the slide check (the slides.check_slide task) to a worker once the row is committed.
 
+    A broker outage leaves the slide "uploaded".
+    """
     slide_id = slide.pk
 
     def send() -> None:
-        check_slide_task.delay(slide_id)
+        enqueue("slides.check_slide", slide_id, queue="cpu")
 
     transaction.on_commit(send, robust=True)
 
@@ -520,12 +518,8 @@ def _check_inside(
 
 
 def _read_mask(path: Path, filename: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
                 if int(np.prod(page.shape[:2])) > MAX_MASK_PIXELS:
@@ -569,9 +563,6 @@ def annotation_geometry(
     Raises :class:`SlideRejected` when the file does not parse, names no tumor
     class although it has annotations, or reaches outside the slide.
     """
-    from analysis import annotations as ann
-    from analysis import defaults
-    from analysis.io import InputError
 
     suffix = Path(filename).suffix.lower()
     width, height = slide_size
@@ -640,7 +631,7 @@ def add_annotation(
     """Read an annotation file and store its tumor area on ``slide`` (ground truth updates has_tumor)."""
     filename = Path(filename or path.name).name
     if path.stat().st_size > MAX_ANNOTATION_BYTES:
-        raise SlideRejected(f"{filename}: annotation files may have at most {_human(MAX_ANNOTATION_BYTES)}.", status=413)
+        raise SlideTooLarge(f"{filename}: annotation files may have at most {_human(MAX_ANNOTATION_BYTES)}.")
     geometry = annotation_geometry(
         path, filename=filename, slide_size=_slide_size(slide), downsample=downsample, tumor_classes=tumor_classes
     )
@@ -661,7 +652,7 @@ def add_annotation(
 def add_uploaded_annotation(slide: Slide, upload: Any, **kwargs: Any) -> Annotation:
     filename = Path(getattr(upload, "name", "") or "annotation").name
     if int(upload.size or 0) > MAX_ANNOTATION_BYTES:
-        raise SlideRejected(f"{filename}: annotation files may have at most {_human(MAX_ANNOTATION_BYTES)}.", status=413)
+        raise SlideTooLarge(f"{filename}: annotation files may have at most {_human(MAX_ANNOTATION_BYTES)}.")
     if hasattr(upload, "temporary_file_path") and Path(upload.temporary_file_path()).suffix.lower() == Path(
         filename
     ).suffix.lower():
@@ -727,9 +718,7 @@ def get_or_create_cohort(project: Project, *, name: str, split: str, domain: str
         project=project, name=name, defaults={"split": split, "domain": domain, "description": description}
     )
     if not created and (cohort.split, cohort.domain) != (split, domain):
-        raise SlideRejected(
-            f"Cohort {name!r} exists as {cohort.split} / {cohort.domain}, not {split} / {domain}.", status=409
-        )
+        raise SlideConflict(f"Cohort {name!r} exists as {cohort.split} / {cohort.domain}, not {split} / {domain}.")
     return cohort
 
 
@@ -831,7 +820,6 @@ def load_demo_cohorts(
     the generation, slides already imported are skipped by SHA-256.  Slides
     are checked in this process, so they are ready when this returns.
     """
-    from analysis.synthetic import generate_cohort
 
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"

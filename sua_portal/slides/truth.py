@@ -8,6 +8,7 @@ import numpy as np
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
+from analysis.annotations import rasterize
 from sua_portal.slides.models import Annotation, Slide
 
 
@@ -27,8 +28,6 @@ def tumor_geometry(slide: Slide) -> Any | None:
 
 def truth_mask(slide: Slide, *, shape: tuple[int, ...], downsample: float) -> np.ndarray | None:
     """(H, W) bool tumor mask by the pixel-centre rule, or None when the slide has no ground truth."""
-    from analysis.annotations import rasterize
-
     geometry = tumor_geometry(slide)
     if geometry is None:
         return None

@@ -24,7 +24,7 @@ api_urlpatterns: list[URLPattern | URLResolver] = [
     path("slides/<int:pk>/region.<str:fmt>", views.RegionView.as_view(), name="slide-region"),
     *router.urls,
 ]
+# The cohort page ("cohort-page", cohorts/<pk>/) is served by the ensembles app: it shows review states.
 page_urlpatterns: list[URLPattern | URLResolver] = [
-    path("cohorts/<int:pk>/", pages.cohort_page, name="cohort-page"),
     path("slides/<int:pk>/", pages.slide_viewer, name="slide-viewer"),
 ]

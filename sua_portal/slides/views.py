@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import html
 import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
 
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import DisallowedHost
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotModified
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
@@ -42,6 +41,8 @@ from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
 from sua_portal.core.params import query_int
 from sua_portal.core.schema import ErrorSerializer, PortalAutoSchema
+from sua_portal.errors import Unreadable
+from sua_portal.http import not_modified
 from sua_portal.slides import services, tiles
 from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload
 from sua_portal.slides.serializers import (
@@ -100,10 +101,6 @@ class StrictMultiPartParser(MultiPartParser):
         return DataAndFiles(data, files)
 
 
-def _rejected(exc: services.SlideRejected) -> Response:
-    return Response({"detail": str(exc), **exc.extra}, status=exc.status)
-
-
 def _visible_projects(user: Any) -> QuerySet[Project]:
     return Project.objects.visible_to(user)
 
@@ -121,8 +118,8 @@ def _refuse_oversized_body(request: Request) -> None:
     length = int(request.META.get("CONTENT_LENGTH") or 0)
     limit = services.max_upload_bytes()
     if length > limit + _MULTIPART_SLACK:
-        raise services.SlideRejected(
-            f"The upload has {length:,} bytes; a slide may have at most {limit:,} bytes on this server.", status=413
+        raise services.SlideTooLarge(
+            f"The upload has {length:,} bytes; a slide may have at most {limit:,} bytes on this server."
         )
 
 
@@ -181,10 +178,7 @@ class CohortViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["get", "post"])
     def slides(self, request: Request, pk: str | None = None) -> Response:
         if request.method == "POST":
-            try:
-                _refuse_oversized_body(request)
-            except services.SlideRejected as exc:
-                return _rejected(exc)
+            _refuse_oversized_body(request)
             _to_disk(request)
         cohort = self.get_object()
         if request.method == "GET":
@@ -194,10 +188,7 @@ class CohortViewSet(viewsets.ModelViewSet):
         upload = request.FILES.get("file")
         if upload is None:
             raise ValidationError({"file": ["Send the slide as the multipart field 'file'."]})
-        try:
-            slide = services.store_uploaded_slide(cohort, upload, user=request.user)
-        except services.SlideRejected as exc:
-            return _rejected(exc)
+        slide = services.store_uploaded_slide(cohort, upload, user=request.user)
         return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -210,13 +201,10 @@ class CohortViewSet(viewsets.ModelViewSet):
         cohort = self.get_object()
         body = UploadStartSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        try:
-            upload = services.start_upload(
-                cohort, filename=body.validated_data["filename"], size=body.validated_data["size"],
-                sha256=body.validated_data["sha256"], user=request.user,
-            )
-        except services.SlideRejected as exc:
-            return _rejected(exc)
+        upload = services.start_upload(
+            cohort, filename=body.validated_data["filename"], size=body.validated_data["size"],
+            sha256=body.validated_data["sha256"], user=request.user,
+        )
         return Response(SlideUploadSerializer(upload).data, status=status.HTTP_201_CREATED)
 
 
@@ -256,26 +244,23 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         upload = self.get_object()
         length = int(request.META.get("CONTENT_LENGTH") or 0)
-        try:
-            content_range = request.META.get("HTTP_CONTENT_RANGE")
-            if content_range:
-                offset, declared = services.parse_content_range(content_range, size=upload.size_bytes)
-                if declared != length:
-                    raise services.SlideRejected(
-                        f"Content-Range announces {declared} bytes but the body has {length}.",
-                        offset=upload.received_bytes,
-                    )
-            else:
-                raw = request.META.get("HTTP_UPLOAD_OFFSET") or request.query_params.get("offset")
-                if raw is None or not str(raw).isdigit():
-                    raise services.SlideRejected(
-                        "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
-                        offset=upload.received_bytes,
-                    )
-                offset = int(raw)
-            upload = services.receive_chunk(upload, offset=offset, length=length, stream=cast(IO[bytes], request._request))
-        except services.SlideRejected as exc:
-            return _rejected(exc)
+        content_range = request.META.get("HTTP_CONTENT_RANGE")
+        if content_range:
+            offset, declared = services.parse_content_range(content_range, size=upload.size_bytes)
+            if declared != length:
+                raise services.SlideRejected(
+                    f"Content-Range announces {declared} bytes but the body has {length}.",
+                    offset=upload.received_bytes,
+                )
+        else:
+            raw = request.META.get("HTTP_UPLOAD_OFFSET") or request.query_params.get("offset")
+            if raw is None or not str(raw).isdigit():
+                raise services.SlideRejected(
+                    "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
+                    offset=upload.received_bytes,
+                )
+            offset = int(raw)
+        upload = services.receive_chunk(upload, offset=offset, length=length, stream=cast(IO[bytes], request._request))
         return Response(SlideUploadSerializer(upload).data)
 
     @_chunk_schema
@@ -289,10 +274,7 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     @action(detail=True, methods=["post"])
     def complete(self, request: Request, pk: str | None = None) -> Response:
         upload = self.get_object()
-        try:
-            slide = services.complete_upload(upload, user=request.user)
-        except services.SlideRejected as exc:
-            return _rejected(exc)
+        slide = services.complete_upload(upload, user=request.user)
         return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
 
 
@@ -371,13 +353,10 @@ class SlideViewSet(
         body.is_valid(raise_exception=True)
         data = body.validated_data
         classes = [c.strip() for c in data.get("tumor_classes", "").split(",") if c.strip()] or None
-        try:
-            annotation = services.add_uploaded_annotation(
-                slide, data["file"], source=data["source"], author=request.user, downsample=data.get("downsample"),
-                tumor_classes=classes, label=data["label"],
-            )
-        except services.SlideRejected as exc:
-            return _rejected(exc)
+        annotation = services.add_uploaded_annotation(
+            slide, data["file"], source=data["source"], author=request.user, downsample=data.get("downsample"),
+            tumor_classes=classes, label=data["label"],
+        )
         return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={204: None})
@@ -391,52 +370,41 @@ class SlideViewSet(
 # --------------------------------------------------------------------------- images
 
 
-class _TTLCache:
-    """A small per-process cache whose entries expire: the image endpoints' answers to "who" and "which file"."""
-
-    def __init__(self, max_items: int = 20_000) -> None:
-        self._items: dict[Any, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-        self._max_items = max_items
-
-    def get(self, key: Any) -> Any:
-        hit = self._items.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
-
-    def put(self, key: Any, value: Any) -> None:
-        seconds = float(getattr(settings, "SLIDE_IMAGE_ACCESS_CACHE_SECONDS", 10))
-        if seconds <= 0:
-            return
-        with self._lock:
-            if len(self._items) >= self._max_items:
-                self._items.clear()
-            self._items[key] = (time.monotonic() + seconds, value)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
 # Tiles are the hottest path (a viewer asks for dozens a second): who the caller is and which file a
-# slide is are remembered for a few seconds (SLIDE_IMAGE_ACCESS_CACHE_SECONDS, default 10), so a tile
-# costs no database query. A removed membership or a signed-out session stops reaching tiles after
-# at most that long. TileFastPathMiddleware (below) answers tiles from these same caches; 0 turns
-# caching, and with it the fast path, off.
-_tokens = _TTLCache()
-_sessions = _TTLCache()
-_slides = _TTLCache()
-_paths = _TTLCache()
+# slide is are remembered in Django's cache for a few seconds (SLIDE_IMAGE_ACCESS_CACHE_SECONDS), so a
+# tile costs no database query. A removed membership or a signed-out session stops reaching tiles after
+# at most that long. TileFastPathMiddleware (below) answers tiles through the same cache and the same
+# access function; 0 turns caching, and with it the fast path, off.
+
+
+def _remember(key: str, value: Any) -> None:
+    seconds = float(settings.SLIDE_IMAGE_ACCESS_CACHE_SECONDS)
+    if seconds > 0:
+        cache.set(key, value, seconds)
+
+
+def _session_key(session: str) -> str:
+    return f"image-access:session:{session}"
+
+
+def _token_key(token: str) -> str:
+    return f"image-access:token:{token}"
+
+
+def _caller_id_key(credential_key: str) -> str:
+    # Next to each cached caller, their id alone: the tile fast path needs no more, and unpickling a
+    # small int costs a fraction of a user object.
+    return f"{credential_key}:id"
 
 
 class _CachedTokenAuthentication(PersonalTokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
-        hit = _tokens.get(key)
+        hit = cache.get(_token_key(key))
         if hit is not None:
             return cast(tuple[Any, Any], hit)
         result = super().authenticate_credentials(key)
-        _tokens.put(key, result)
+        _remember(_token_key(key), result)
+        _remember(_caller_id_key(_token_key(key)), result[0].pk)
         return result
 
 
@@ -444,12 +412,13 @@ class _CachedSessionAuthentication(SessionAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         key = request._request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         # Only safe methods reach the image views, so there is no CSRF check to skip on a hit.
-        hit = _sessions.get(key) if key else None
+        hit = cache.get(_session_key(key)) if key else None
         if hit is not None:
             return (hit, None)
         result = super().authenticate(request)
         if result is not None and key:
-            _sessions.put(key, result[0])
+            _remember(_session_key(key), result[0])
+            _remember(_caller_id_key(_session_key(key)), result[0].pk)
         return result
 
 
@@ -463,6 +432,45 @@ class _ImageSlide:
     failure_reason: str
     file_name: str
     size_bytes: int
+
+
+def readable_slide(user_id: int, slide_id: int, *, cached_only: bool = False) -> tuple[_ImageSlide, Path] | None:
+    """The slide ``slide_id`` and its local file when user ``user_id`` may read its images.
+
+    The one access rule of the image endpoints and the tile fast path: the caller is a member of
+    the slide's project, the slide did not fail its check and its file is in storage. None: no
+    such slide for this caller (a 404), or, with ``cached_only``, not known from the cache (then
+    nothing is looked up: the request goes the full way). :class:`Unreadable` says why a slide
+    the caller may see has no images.
+    """
+    # One entry per caller and slide: the slide, and its file under the MEDIA_ROOT it was found in.
+    key = f"image-access:slide:{user_id}:{slide_id}"
+    hit = cast("tuple[_ImageSlide, str, Path | None] | None", cache.get(key))
+    if hit is not None and hit[1] == str(settings.MEDIA_ROOT):
+        slide, _, path = hit
+    elif cached_only:
+        return None
+    else:
+        row = (
+            Slide.objects.filter(pk=slide_id, cohort__project__memberships__user_id=user_id)
+            .values_list("sha256", "status", "failure_reason", "file", "size_bytes")
+            .first()
+        )
+        if row is None:
+            return None
+        slide = _ImageSlide(slide_id, *row)
+        path = None
+        if slide.status != Slide.Status.FAILED:
+            try:
+                path = services.local_path(
+                    Slide(pk=slide.pk, sha256=slide.sha256, file=slide.file_name, size_bytes=slide.size_bytes)
+                )
+            except FileNotFoundError:
+                raise Unreadable("The slide file is missing from storage.") from None
+        _remember(key, (slide, str(settings.MEDIA_ROOT), path))
+    if slide.status == Slide.Status.FAILED or path is None:
+        raise Unreadable(f"This slide failed its check: {slide.failure_reason}")
+    return slide, path
 
 
 class _ImageViewSchema(PortalAutoSchema):
@@ -480,64 +488,41 @@ class _ImageViewSchema(PortalAutoSchema):
 
 
 class _SlideImageView(APIView):
-    """Base of the image endpoints: the caller's membership and the file in one (cached) lookup, ETags."""
+    """Base of the image endpoints: the caller's access and the file in one (cached) lookup, ETags."""
 
     permission_classes = [IsAuthenticated]
     authentication_classes = [_CachedSessionAuthentication, _CachedTokenAuthentication]
     schema = _ImageViewSchema()
     http_method_names = ["get", "head", "options"]
 
-    def _slide(self, request: Request, pk: int) -> _ImageSlide:
-        key = (request.user.pk, pk)
-        slide = _slides.get(key)
-        if slide is None:
-            row = (
-                Slide.objects.filter(pk=pk, cohort__project__memberships__user=cast(Any, request.user))
-                .values_list("sha256", "status", "failure_reason", "file", "size_bytes")
-                .first()
-            )
-            if row is None:
-                raise NotFound("No such slide.")
-            slide = _ImageSlide(pk, *row)
-            _slides.put(key, slide)
-        return cast(_ImageSlide, slide)
+    def _answer(self, request: Request, pk: int, etag_parts: tuple[str, *tuple[object, ...]],
+                body: Callable[[Path], bytes], mime: str) -> HttpResponseBase:
+        """``body(path)`` of the slide file as ``mime``, or 304 when the client's copy is current.
 
-    @staticmethod
-    def _not_modified(request: Request, etag: str) -> HttpResponse | None:
-        wanted = request.META.get("HTTP_IF_NONE_MATCH", "")
-        if wanted and (wanted.strip() == "*" or etag in [t.strip() for t in wanted.split(",")]):
-            return _cached(HttpResponseNotModified(), etag)
-        return None
-
-    @staticmethod
-    def _readable(slide: _ImageSlide) -> Path:
-        if slide.status == Slide.Status.FAILED:
-            raise _Unreadable(f"This slide failed its check: {slide.failure_reason}")
-        key = (str(settings.MEDIA_ROOT), slide.file_name)
-        path = _paths.get(key)
-        if path is None:
-            try:
-                path = services.local_path(
-                    Slide(pk=slide.pk, sha256=slide.sha256, file=slide.file_name, size_bytes=slide.size_bytes)
-                )
-            except FileNotFoundError:
-                raise _Unreadable("The slide file is missing from storage.") from None
-            _paths.put(key, path)
-        return cast(Path, path)
+        ``etag_parts``: the kind of image and what picks it out (level, column, row...), for its ETag.
+        """
+        found = readable_slide(cast(Any, request.user).pk, pk)
+        if found is None:
+            raise NotFound("No such slide.")
+        slide, path = found
+        etag = _image_etag(slide, *etag_parts)
+        response = not_modified(request, etag) or HttpResponse(body(path), content_type=mime)
+        return _cached(response, etag)
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, _Unreadable | tiles.SlideReadError):
+        if isinstance(exc, tiles.SlideReadError):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         if isinstance(exc, tiles.TileOutOfRange):
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         return super().handle_exception(exc)
 
 
-class _Unreadable(Exception):
-    pass
-
-
 _R = TypeVar("_R", bound=HttpResponseBase)
+
+
+def _image_etag(slide: _ImageSlide, kind: str, *parts: object) -> str:
+    """The ETag of one image of a slide: it changes with the file (its SHA-256) and with TILES_VERSION."""
+    return '"' + "-".join([kind, slide.sha256[:24], *map(str, parts), tiles.TILES_VERSION]) + '"'
 
 
 def _cached(response: _R, etag: str) -> _R:
@@ -547,7 +532,6 @@ def _cached(response: _R, etag: str) -> _R:
 
 
 # One reader of integer query parameters for the whole API (pagination uses it too).
-_int_param = query_int
 
 
 _FORMATS = {"jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
@@ -557,32 +541,20 @@ class DeepZoomDescriptorView(_SlideImageView):
     """The DZI descriptor OpenSeadragon opens; its tiles are under ``dzi_files/``."""
 
     @extend_schema(responses={(200, "application/xml"): OpenApiTypes.STR})
-    def get(self, request: Request, pk: int) -> HttpResponse:
-        slide = self._slide(request, pk)
-        etag = f'"dzi-{slide.sha256[:24]}-{tiles.TILES_VERSION}"'
-        if (cached := self._not_modified(request, etag)) is not None:
-            return cached
-        zoom = tiles.deep_zoom(self._readable(slide))
-        return _cached(HttpResponse(zoom.descriptor(), content_type="application/xml"), etag)
+    def get(self, request: Request, pk: int) -> HttpResponseBase:
+        return self._answer(request, pk, ("dzi",), lambda path: tiles.deep_zoom(path).descriptor().encode(),
+                            "application/xml")
 
 
 class DeepZoomTileView(_SlideImageView):
     """One DZI tile (JPEG). Out-of-range levels or tiles are a 404."""
 
     @extend_schema(responses={(200, "image/jpeg"): OpenApiTypes.BINARY})
-    def get(self, request: Request, pk: int, level: int, col: int, row: int, fmt: str) -> HttpResponse:
+    def get(self, request: Request, pk: int, level: int, col: int, row: int, fmt: str) -> HttpResponseBase:
         if fmt not in ("jpeg", "jpg"):
             raise NotFound("Tiles are served as .jpeg.")
-        slide = self._slide(request, pk)
-        etag = _tile_etag(slide, level, col, row)
-        if (cached := self._not_modified(request, etag)) is not None:
-            return cached
-        data = tiles.deep_zoom(self._readable(slide)).tile(level, col, row)
-        return _cached(HttpResponse(data, content_type="image/jpeg"), etag)
-
-
-def _tile_etag(slide: _ImageSlide, level: int, col: int, row: int) -> str:
-    return f'"t-{slide.sha256[:24]}-{level}-{col}-{row}-{tiles.TILES_VERSION}"'
+        return self._answer(request, pk, ("t", level, col, row), lambda path: tiles.deep_zoom(path).tile(level, col, row),
+                            "image/jpeg")
 
 
 class ThumbnailView(_SlideImageView):
@@ -590,19 +562,15 @@ class ThumbnailView(_SlideImageView):
         parameters=[OpenApiParameter("width", int), OpenApiParameter("height", int)],
         responses={(200, "image/jpeg"): OpenApiTypes.BINARY, (200, "image/png"): OpenApiTypes.BINARY},
     )
-    def get(self, request: Request, pk: int, fmt: str) -> HttpResponse:
+    def get(self, request: Request, pk: int, fmt: str) -> HttpResponseBase:
         """The whole slide scaled to fit width x height (default 256 x 256), aspect kept."""
         if fmt not in _FORMATS:
             raise NotFound("Thumbnails are .jpeg or .png.")
-        width = _int_param(request, "width", 256, low=2, high=tiles.MAX_OUTPUT_SIDE)
-        height = _int_param(request, "height", width, low=2, high=tiles.MAX_OUTPUT_SIDE)
-        slide = self._slide(request, pk)
-        etag = f'"th-{slide.sha256[:24]}-{width}x{height}-{fmt}-{tiles.TILES_VERSION}"'
-        if (cached := self._not_modified(request, etag)) is not None:
-            return cached
+        width = query_int(request, "width", 256, low=2, high=tiles.MAX_OUTPUT_SIDE)
+        height = query_int(request, "height", width, low=2, high=tiles.MAX_OUTPUT_SIDE)
         encoding, mime = _FORMATS[fmt]
-        data = tiles.thumbnail(self._readable(slide), width=width, height=height, fmt=encoding)
-        return _cached(HttpResponse(data, content_type=mime), etag)
+        return self._answer(request, pk, ("th", f"{width}x{height}", fmt),
+                            lambda path: tiles.thumbnail(path, width=width, height=height, fmt=encoding), mime)
 
 
 class RegionView(_SlideImageView):
@@ -614,25 +582,24 @@ class RegionView(_SlideImageView):
         ],
         responses={(200, "image/png"): OpenApiTypes.BINARY, (200, "image/jpeg"): OpenApiTypes.BINARY},
     )
-    def get(self, request: Request, pk: int, fmt: str) -> HttpResponse:
+    def get(self, request: Request, pk: int, fmt: str) -> HttpResponseBase:
         """A rectangle in level-0 pixels, scaled down to fit max_size when larger."""
         if fmt not in _FORMATS:
             raise NotFound("Regions are .png or .jpeg.")
-        left, top = _int_param(request, "left"), _int_param(request, "top")
-        width, height = _int_param(request, "width", low=1), _int_param(request, "height", low=1)
-        max_size = _int_param(request, "max_size", 1024, low=1, high=tiles.MAX_OUTPUT_SIDE)
-        slide = self._slide(request, pk)
-        etag = f'"r-{slide.sha256[:24]}-{left}-{top}-{width}-{height}-{max_size}-{fmt}-{tiles.TILES_VERSION}"'
-        if (cached := self._not_modified(request, etag)) is not None:
-            return cached
+        left, top = query_int(request, "left"), query_int(request, "top")
+        width, height = query_int(request, "width", low=1), query_int(request, "height", low=1)
+        max_size = query_int(request, "max_size", 1024, low=1, high=tiles.MAX_OUTPUT_SIDE)
         encoding, mime = _FORMATS[fmt]
-        try:
-            data = tiles.region(
-                self._readable(slide), left=left, top=top, width=width, height=height, max_size=max_size, fmt=encoding
-            )
-        except tiles.TileOutOfRange as exc:
-            raise ValidationError({"detail": str(exc)}) from None
-        return _cached(HttpResponse(data, content_type=mime), etag)
+
+        def body(path: Path) -> bytes:
+            try:
+                return tiles.region(path, left=left, top=top, width=width, height=height, max_size=max_size,
+                                    fmt=encoding)
+            except tiles.TileOutOfRange as exc:
+                # A region outside the slide is a bad request (a tile outside the pyramid is a 404).
+                raise ValidationError({"detail": str(exc)}) from None
+
+        return self._answer(request, pk, ("r", left, top, width, height, max_size, fmt), body, mime)
 
 
 # --------------------------------------------------------------------------- the tile fast path
@@ -642,15 +609,15 @@ class RegionView(_SlideImageView):
 _TILE_PATH = re.compile(r"/api/slides/([0-9]+)/dzi_files/([0-9]+)/([0-9]+)_([0-9]+)\.(?:jpeg|jpg)")
 
 
-def _cached_caller(request: HttpRequest) -> Any:
-    """The caller, when the image views' caches know the credentials; None sends the request the full way.
+def _cached_caller(request: HttpRequest) -> int | None:
+    """The caller's id, when the image views' cache knows the credentials; None sends the request the full way.
 
     Same order as ``_SlideImageView.authentication_classes``: a session cookie wins over a token, so a
     cookie the cache does not know is never skipped in favour of the token behind it.
     """
     session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     if session_key:
-        return _sessions.get(session_key)
+        return cache.get(_caller_id_key(_session_key(session_key)))
     header = request.META.get("HTTP_AUTHORIZATION")
     if not header:
         return None
@@ -663,45 +630,41 @@ def _cached_caller(request: HttpRequest) -> Any:
         key = parts[1].decode()
     except UnicodeError:
         return None
-    hit = _tokens.get(key)
-    return hit[0] if hit is not None else None
+    return cache.get(_caller_id_key(_token_key(key)))
 
 
 def _fast_tile(request: HttpRequest, match: re.Match[str]) -> HttpResponseBase | None:
-    """A tile answered from the caches alone, or None for the full view (which also fills the caches).
+    """A tile answered from the cache alone, or None for the full view (which also fills the cache).
 
-    It makes exactly the checks DeepZoomTileView makes on a cache hit (caller, membership in the slide's
-    project, the slide's state and file) with the same caches and TTL, so it answers what the view would;
-    anything else (no or unknown credentials, no access, a failed slide, out of range, a read error) goes
-    the full way and gets the view's own answer.
+    Access is decided by :func:`readable_slide`, the view's own function, from the cache only; anything
+    it does not know (no or unknown credentials, no access, a failed slide, out of range, a read error)
+    goes the full way and gets the view's own answer.
     """
     try:
         # CommonMiddleware is skipped: ALLOWED_HOSTS is checked here (a bad host gets its 400 the full way).
         request.get_host()
     except DisallowedHost:
         return None
-    user = _cached_caller(request)
-    if user is None:
+    user_id = _cached_caller(request)
+    if user_id is None:
         return None
-    slide = cast("_ImageSlide | None", _slides.get((user.pk, int(match[1]))))
-    if slide is None or slide.status == Slide.Status.FAILED:
+    try:
+        found = readable_slide(user_id, int(match[1]), cached_only=True)
+    except Unreadable:
         return None
-    path = cast("Path | None", _paths.get((str(settings.MEDIA_ROOT), slide.file_name)))
-    if path is None:
+    if found is None:
         return None
+    slide, path = found
     level, col, row = int(match[2]), int(match[3]), int(match[4])
-    etag = _tile_etag(slide, level, col, row)
-    wanted = request.META.get("HTTP_IF_NONE_MATCH")
-    if wanted and (wanted.strip() == "*" or etag in [t.strip() for t in wanted.split(",")]):
-        response: HttpResponse = HttpResponseNotModified()
-    else:
+    etag = _image_etag(slide, "t", level, col, row)
+    response = not_modified(request, etag)
+    if response is None:
         try:
-            data = tiles.deep_zoom(path).tile(level, col, row)
+            response = HttpResponse(tiles.deep_zoom(path).tile(level, col, row), content_type="image/jpeg")
         except (tiles.TileOutOfRange, tiles.SlideReadError):
             return None
-        response = HttpResponse(data, content_type="image/jpeg")
     # CommonMiddleware's header (it is skipped): without it gunicorn falls back to chunked transfer encoding.
-    response["Content-Length"] = str(len(response.content))
+    response["Content-Length"] = str(len(cast(HttpResponse, response).content))
     # XFrameOptionsMiddleware's header, as that middleware is skipped too.
     response["X-Frame-Options"] = str(getattr(settings, "X_FRAME_OPTIONS", "DENY")).upper()
     return _cached(response, etag)

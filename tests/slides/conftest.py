@@ -78,3 +78,19 @@ def multipart(field: str, filename: str, content: bytes, **fields: str) -> tuple
     )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def checks_sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The slide ids whose check the slides services queue from now on (recorded, not sent to a broker)."""
+    from sua_portal.slides import services, tasks
+
+    sent: list[int] = []
+
+    def record(task_name: str, slide_id: int, *, queue: str) -> str:
+        # Services queue the task by name: the name must be the task's own.
+        assert task_name == tasks.check_slide.name and queue == "cpu"
+        sent.append(slide_id)
+        return "recorded"
+
+    monkeypatch.setattr(services, "enqueue", record)
+    return sent

@@ -14,7 +14,7 @@ from django.utils import timezone
 from sua_portal.slides import services
 from sua_portal.slides.models import Slide
 from tests.conftest import wait_for
-from tests.slides.conftest import Storage
+from tests.slides.conftest import Storage, checks_sent
 
 
 @pytest.mark.django_db
@@ -108,11 +108,8 @@ def test_a_checked_slide_is_not_checked_twice(cohort: Any, add_slide: Any) -> No
 @pytest.mark.django_db
 def test_an_admin_asks_for_a_check_again(people: dict[str, Any], cohort: Any, add_slide: Any, api_for: Any,
                                          django_capture_on_commit_callbacks: Any, monkeypatch: Any) -> None:
-    from sua_portal.slides import tasks
-
     slide = add_slide(cohort, "small.svs")
-    sent: list[int] = []
-    monkeypatch.setattr(tasks.check_slide, "delay", lambda slide_id: sent.append(slide_id))
+    sent = checks_sent(monkeypatch)
     with django_capture_on_commit_callbacks(execute=True):
         response = api_for(people["admin"]).post(f"/api/slides/{slide.pk}/check/")
     assert response.status_code == 202 and response.json()["status"] == "uploaded"

@@ -17,7 +17,7 @@ from shapely.geometry import box, shape
 from analysis.annotations import load_tumor_geometry, rasterize
 from sua_portal.slides import services
 from sua_portal.slides.models import Annotation, Cohort, Slide
-from tests.slides.conftest import Storage
+from tests.slides.conftest import Storage, checks_sent
 
 pytestmark = pytest.mark.django_db
 
@@ -90,10 +90,7 @@ def test_imported_slides_are_queued_for_the_worker_by_default(
     people: dict[str, Any], storage: Storage, synthetic_cohort: Path, monkeypatch: Any,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    from sua_portal.slides import tasks
-
-    sent: list[int] = []
-    monkeypatch.setattr(tasks.check_slide, "delay", lambda slide_id: sent.append(slide_id))
+    sent = checks_sent(monkeypatch)
     with django_capture_on_commit_callbacks(execute=True):
         _import(str(synthetic_cohort / "test_shifted"), project="Own", cohort="Shifted", split="test",
                 domain="shifted")

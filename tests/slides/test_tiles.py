@@ -116,6 +116,22 @@ def test_tiles_carry_an_etag_and_a_matching_request_gets_304(people: dict[str, A
     assert client.get(f"/api/slides/{boxes.pk}/dzi.dzi", HTTP_IF_NONE_MATCH=dzi["ETag"]).status_code == 304
 
 
+def _conditions(etag: str) -> list[str]:
+    """If-None-Match values that all name ``etag``: weak, in a list (with spaces or not), and any tag."""
+    return [f"W/{etag}", f'"other", {etag}', f'W/"other",W/{etag}', "*"]
+
+
+def test_a_weak_listed_or_any_etag_gets_304_from_every_image_endpoint(people: dict[str, Any], boxes: Any,
+                                                                      api_for: Any) -> None:
+    client = api_for(people["pathologist"])
+    for path in ("dzi.dzi", "dzi_files/9/1_1.jpeg", "thumbnail.png?width=64", "region.jpeg?left=0&top=0&width=8&height=8"):
+        etag = client.get(f"/api/slides/{boxes.pk}/{path}")["ETag"]
+        for wanted in _conditions(etag):
+            again = client.get(f"/api/slides/{boxes.pk}/{path}", HTTP_IF_NONE_MATCH=wanted)
+            assert again.status_code == 304 and again["ETag"] == etag, (path, wanted)
+        assert client.get(f"/api/slides/{boxes.pk}/{path}", HTTP_IF_NONE_MATCH='"other", W/"else"').status_code == 200
+
+
 def test_a_slide_read_by_openslide_serves_tiles_too(people: dict[str, Any], cohort: Any, add_slide: Any,
                                                     api_for: Any) -> None:
     slide = add_slide(cohort, "small.svs")
@@ -186,15 +202,12 @@ def test_the_metadata_tells_what_large_image_reads(people: dict[str, Any], boxes
 
 @pytest.fixture
 def fresh_caches() -> Any:
-    """The image views' per-process caches, empty (other tests may have left callers in them)."""
-    from sua_portal.slides import views
+    """Django's cache, empty (other tests may have left callers and slides of the image views in it)."""
+    from django.core.cache import cache
 
-    caches = (views._tokens, views._sessions, views._slides, views._paths)
-    for cache in caches:
-        cache.clear()
-    yield views
-    for cache in caches:
-        cache.clear()
+    cache.clear()
+    yield cache
+    cache.clear()
 
 
 @pytest.fixture
@@ -284,6 +297,17 @@ def test_the_fast_path_answers_304_and_leaves_404_to_the_view(people: dict[str, 
     assert len(full_view_calls) == 5
 
 
+def test_the_fast_path_answers_304_to_weak_listed_and_any_etags(people: dict[str, Any], boxes: Any,
+                                                                fresh_caches: Any, full_view_calls: list[Any]) -> None:
+    client = _token_client(people["researcher"])
+    etag = _tile(client, boxes, 9, 1, 1)["ETag"]
+    for wanted in _conditions(etag):
+        again = _tile(client, boxes, 9, 1, 1, HTTP_IF_NONE_MATCH=wanted)
+        assert again.status_code == 304 and again["ETag"] == etag, wanted
+    assert _tile(client, boxes, 9, 1, 1, HTTP_IF_NONE_MATCH=f"W/{etag[:-2]}x\"").status_code == 200
+    assert len(full_view_calls) == 1, "all but the first answered by the fast path"
+
+
 def test_a_session_caller_gets_the_fast_path_and_loses_it_with_the_session(
     people: dict[str, Any], boxes: Any, fresh_caches: Any, full_view_calls: list[Any],
 ) -> None:
@@ -300,7 +324,7 @@ def test_a_session_caller_gets_the_fast_path_and_loses_it_with_the_session(
     # once it has expired, the full view finds no session and refuses.
     Session.objects.all().delete()
     assert _tile(client, boxes, 9, 1, 2).status_code == 200 and full_view_calls == []
-    fresh_caches._sessions.clear()
+    fresh_caches.clear()
     assert _tile(client, boxes, 9, 1, 2).status_code in (401, 403)
 
 
@@ -319,11 +343,11 @@ def test_every_fast_tile_checks_project_membership(people: dict[str, Any], boxes
     # Within the TTL (SLIDE_IMAGE_ACCESS_CACHE_SECONDS) the cached membership still answers; once it has
     # expired the next tile is refused.
     assert _tile(member, boxes, 9, 1, 2).status_code == 200
-    fresh_caches._slides.clear()
+    fresh_caches.clear()
     assert _tile(member, boxes, 9, 1, 2).status_code == 404
 
     settings.SLIDE_IMAGE_ACCESS_CACHE_SECONDS = 0  # nothing cached: every tile goes the full way
-    fresh_caches._slides.clear()
+    fresh_caches.clear()
     researcher = _token_client(people["researcher"])
     calls = len(full_view_calls)
     assert _tile(researcher, boxes, 9, 1, 1).status_code == 200

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sua_portal.slides.models import Slide, SlideUpload
-from tests.slides.conftest import Storage, multipart
+from tests.slides.conftest import Storage, checks_sent, multipart
 
 pytestmark = pytest.mark.django_db
 
@@ -302,10 +302,7 @@ def test_an_upload_queues_the_slide_check_after_commit(
     people: dict[str, Any], cohort: Any, storage: Storage, testdata: Path, api_for: Any,
     django_capture_on_commit_callbacks: Any, monkeypatch: Any,
 ) -> None:
-    from sua_portal.slides import tasks
-
-    sent: list[int] = []
-    monkeypatch.setattr(tasks.check_slide, "delay", lambda slide_id: sent.append(slide_id))
+    sent = checks_sent(monkeypatch)
     with django_capture_on_commit_callbacks(execute=True):
         response = _upload(api_for(people["admin"]), cohort, "small.svs", (testdata / "small.svs").read_bytes())
     assert sent == [response.json()["id"]]

@@ -1,4 +1,7 @@
-"""Load the demo: the synthetic cohort in the demo project, a trained ensemble, heatmaps and flagged regions."""
+"""Load the demo: the synthetic cohort in the demo project, a trained ensemble, heatmaps and flagged regions.
+
+It lives in the ensembles app, the highest layer whose data it loads (accounts < slides < ensembles).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from tqdm import tqdm
 
 from sua_portal.accounts.management.commands.create_demo_users import DEMO_PROJECT
 from sua_portal.accounts.models import Project
+from sua_portal.ensembles.services import EnsembleError, load_demo_ensemble
 from sua_portal.slides import services
 
 
@@ -59,9 +63,6 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo cohorts in {project.name!r}: {', '.join(c.name for c in cohorts)} ({total} slides)")
         if options["cohorts_only"]:
             return
-        # The ensembles app builds on the slides app, never the reverse at import time.
-        from sua_portal.ensembles.services import EnsembleError, load_demo_ensemble
-
         try:
             load_demo_ensemble(project, cohorts, preset=options["preset"], overrides=overrides,
                                threads=options["threads"], log_line=self.stdout.write)
