@@ -27,7 +27,7 @@ from django.db.models import Count
 from django.utils import timezone
 from PIL import Image
 
-from analysis.io import heatmap_rgba
+from analysis.io import heatmap_rgba, read_heatmap_tiff, write_heatmap_tiff
 from analysis.metrics import calibrate_threshold
 from analysis.sua import find_regions as sua_find_regions
 from sua_portal.celery import enqueue
@@ -309,7 +309,6 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
     """
     # analysis.inference imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.inference import InferenceCancelled, InferenceOptions, run_ensemble
-    from analysis.io import write_heatmap_tiff
 
     claim = f"{worker_name()}:{uuid.uuid4().hex[:8]}"
     claimed = SlideHeatmap.objects.filter(
@@ -371,8 +370,6 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
 
 
 def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:
-    from analysis.io import read_heatmap_tiff
-
     field = getattr(heatmap, kind)
     with field.open("rb") as fh, tempfile.NamedTemporaryFile(suffix=".tiff") as tmp:
         tmp.write(fh.read())
