@@ -265,6 +265,9 @@ def _fncr_figure(ranges: Sequence[RangeFigures]) -> Figure:
 
 def _save(figure: Figure, folder: Path, name: str) -> None:
     figure.savefig(folder / f"{name}.png", dpi=100)
+    # The constrained layout is solved by the first save; keep its positions for the SVG and the
+    # PDF instead of solving it again for each (it is most of the time a figure takes).
+    figure.set_layout_engine("none")
     # No date in the SVG, so that a rerun gives the same file.
     figure.savefig(folder / f"{name}.svg", metadata={"Date": None})
 
