@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from celery import Celery
+from celery import Celery, uuid
+from django.db import transaction
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sua_portal.settings")
@@ -17,10 +18,18 @@ app.conf.task_queues = (Queue("gpu"), Queue("cpu"))
 app.autodiscover_tasks()
 
 
-def enqueue(task_name: str, *args: object, queue: str) -> str:
-    """Send the task registered as ``task_name`` to ``queue``; returns its id.
+def enqueue(task_name: str, *args: object, queue: str, robust: bool = False) -> str:
+    """Send the task registered as ``task_name`` to ``queue`` once the current transaction commits;
+    returns the task's id at once.
 
     Services queue work by the task's name: the tasks module imports its services, so a
     service importing its tasks would close an import circle (tasks stay the thin top).
+    Sending on commit means a worker never picks up a task for a row it cannot see yet (or that
+    is rolled back); outside a transaction it is sent at once. ``robust``: a broker outage is
+    logged instead of raised (the row stays queued).
     """
-    return str(app.send_task(task_name, args=list(args), queue=queue).id)
+    task_id = uuid()
+    transaction.on_commit(
+        lambda: app.send_task(task_name, args=list(args), queue=queue, task_id=task_id), robust=robust
+    )
+    return task_id

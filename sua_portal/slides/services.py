@@ -424,12 +424,7 @@ def queue_slide_check(slide: Slide) -> None:
 
     A broker outage leaves the slide "uploaded".
     """
-    slide_id = slide.pk
-
-    def send() -> None:
-        enqueue("slides.check_slide", slide_id, queue="cpu")
-
-    transaction.on_commit(send, robust=True)
+    enqueue("slides.check_slide", slide.pk, queue="cpu", robust=True)
 
 
 def _stale_claim_age() -> timedelta:

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -81,16 +82,21 @@ def multipart(field: str, filename: str, content: bytes, **fields: str) -> tuple
 
 
 def checks_sent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The slide ids whose check the slides services queue from now on (recorded, not sent to a broker)."""
-    from sua_portal.slides import services, tasks
+    """The slide ids whose check is sent from now on (recorded at the broker's door, not sent).
+
+    Tasks leave when their transaction commits (``sua_portal.celery.enqueue``), so inside a test's
+    transaction nothing is recorded until the on-commit callbacks run.
+    """
+    from sua_portal.celery import app
+    from sua_portal.slides import tasks
 
     sent: list[int] = []
 
-    def record(task_name: str, slide_id: int, *, queue: str) -> str:
+    def record(task_name: str, args: list[Any], *, queue: str, task_id: str) -> Any:
         # Services queue the task by name: the name must be the task's own.
         assert task_name == tasks.check_slide.name and queue == "cpu"
-        sent.append(slide_id)
-        return "recorded"
+        sent.append(int(args[0]))
+        return SimpleNamespace(id=task_id)
 
-    monkeypatch.setattr(services, "enqueue", record)
+    monkeypatch.setattr(app, "send_task", record)
     return sent

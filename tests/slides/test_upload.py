@@ -305,6 +305,7 @@ def test_an_upload_queues_the_slide_check_after_commit(
     sent = checks_sent(monkeypatch)
     with django_capture_on_commit_callbacks(execute=True):
         response = _upload(api_for(people["admin"]), cohort, "small.svs", (testdata / "small.svs").read_bytes())
+        assert sent == []  # not before the slide's row is committed
     assert sent == [response.json()["id"]]
 
 
