@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -328,12 +329,12 @@ def generate_large_slide(
     :func:`~analysis.synthetic.slide.generate_slide` does.
     """
     t0 = time.perf_counter()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    slide = LargeSlide(spec, field_spacing_um=field_spacing_um)
     y0, y1 = rows if rows is not None else (0, spec.height)
     if not 0 <= y0 < y1 <= spec.height:
         raise ValueError(f"rows ({y0}, {y1}) must satisfy 0 <= y0 < y1 <= {spec.height}")
+    out = Path(path)
+    slide = LargeSlide(spec, field_spacing_um=field_spacing_um)
+    out.parent.mkdir(parents=True, exist_ok=True)
     written = replace(spec, height=y1 - y0)
     write_tiff_streamed(written, lambda a, b: slide.render(a + y0, b + y0), out, progress=progress)
     band = shapely.box(0, y0, spec.width, y1)
@@ -366,6 +367,8 @@ def write_annotations(slide: SyntheticSlide) -> dict[str, Path]:
     write_geojson(slide.polygons, paths["geojson"], id_namespace=f"synthetic:{slide.path.stem}")
     meta = slide.metadata() | {
         "elapsed_s": round(slide.elapsed_s, 1),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "tumor_wkt": [p.wkt for p in slide.polygons],
         "tissue_wkt": [p.wkt for p in slide.tissue],
     }
     paths["json"].write_text(json.dumps(meta, indent=1))
@@ -392,7 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write only this horizontal band of level 0 (to measure a part of the slide)",
     )
     args = parser.parse_args(argv)
-    spec = replace(camelyon_spec(args.seed, domain=args.domain), width=args.size[0], height=args.size[1], mpp=args.mpp)
+    try:
+        spec = replace(
+            camelyon_spec(args.seed, domain=args.domain), width=args.size[0], height=args.size[1], mpp=args.mpp
+        )
+    except ValueError as e:
+        parser.error(str(e))
     name = f"camelyon_{spec.width}x{spec.height}_seed{spec.seed}"
     if args.rows is not None:
         name += f"_rows{args.rows[0]}-{args.rows[1]}"
@@ -406,7 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             rate = done * spec.width / 1e6 / (time.perf_counter() - t0)
             print(f"{done}/{total} rows ({done / total:.0%}), {rate:.1f} MP/s", flush=True)
 
-    slide = generate_large_slide(spec, path, rows=None if args.rows is None else tuple(args.rows), progress=report)
+    try:
+        slide = generate_large_slide(spec, path, rows=None if args.rows is None else tuple(args.rows), progress=report)
+    except ValueError as e:
+        parser.error(str(e))
     write_annotations(slide)
     kinds = ", ".join(f"{les.kind} {les.major_axis_um:.0f} µm" for les in slide.lesions) or "no lesion"
     print(
