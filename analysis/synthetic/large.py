@@ -100,9 +100,9 @@ def layout_step(spec: SlideSpec, field_spacing_um: float = LARGE_FIELD_SPACING_U
     return min(step, CELL_STRIP_ROWS, _TEXTURE_PERIOD_PX)
 
 
-def _scaled(polygon: Polygon, step: int, dy: float = 0.0) -> Polygon:
-    """A coarse outline in level-0 pixels, moved ``dy`` rows."""
-    return shapely.transform(polygon, lambda xy: xy * step + np.array([0.0, dy]))
+def _transformed(polygon: Polygon, scale: int, dy: float = 0.0) -> Polygon:
+    """An outline scaled by ``scale`` (coarse to level-0 pixels, say) and moved ``dy`` rows."""
+    return shapely.transform(polygon, lambda xy: xy * scale + np.array([0.0, dy]))
 
 
 @dataclass(frozen=True)
@@ -153,9 +153,9 @@ class LargeSlide:
         self.layout = replace(
             layout,
             f=k,
-            nodes=[_scaled(p, k) for p in layout.nodes],
-            tissue=[_scaled(p, k) for p in layout.tissue],
-            lesions=[(_scaled(p, k), []) for p, _ in layout.lesions],
+            nodes=[_transformed(p, k) for p in layout.nodes],
+            tissue=[_transformed(p, k) for p in layout.tissue],
+            lesions=[(_transformed(p, k), []) for p, _ in layout.lesions],
             node_centres=[(x * k, y * k) for x, y in layout.node_centres],
         )
         self.tissue = tuple(self.layout.tissue)
@@ -247,7 +247,7 @@ class LargeSlide:
             density={name: d[rows] for name, d in L.density.items()},
             tumor_sdf=L.tumor_sdf[rows],
             angle=L.angle[rows],
-            lesions=[(_scaled(p, 1, -y0), []) for (p, _), h in zip(L.lesions, self._home, strict=True) if h == i],
+            lesions=[(_transformed(p, 1, -y0), []) for (p, _), h in zip(L.lesions, self._home, strict=True) if h == i],
         )
         strip_spec = replace(self.spec, height=CELL_STRIP_ROWS, levels=None)
         cells = place_cells(strip_spec, strip, self._renderer.banks, np.random.default_rng(self._strip_seeds[i]))
@@ -344,10 +344,10 @@ def generate_large_slide(
     band = shapely.box(0, y0, spec.width, y1)
 
     def moved(polygons: Sequence[Polygon]) -> tuple[Polygon, ...]:
-        return tuple(_scaled(p, 1, -y0) for p in polygons if p.intersects(band))
+        return tuple(_transformed(p, 1, -y0) for p in polygons if p.intersects(band))
 
     lesions = tuple(
-        replace(les, polygon=_scaled(les.polygon, 1, -y0)) for les in slide.lesions if les.polygon.intersects(band)
+        replace(les, polygon=_transformed(les.polygon, 1, -y0)) for les in slide.lesions if les.polygon.intersects(band)
     )
     return SyntheticSlide(
         path=out,
