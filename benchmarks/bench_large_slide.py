@@ -1,7 +1,7 @@
 """Benchmark: the Camelyon-size synthetic slide, streamed, against the simple way in the same run.
 
-1. A mid-size slide at the Camelyon resolution (default 8192 x 8192 at 0.243 µm/px),
-   made both ways, each in its own process (so that each peak RSS is its own):
+1. Mid-size slides at the Camelyon resolution (default 8192 and 16384 square at 0.243 µm/px),
+   each made both ways, each in its own process (so that each peak RSS is its own):
 
    - the simple way, :func:`analysis.synthetic.generate_slide`: the layout on an
      8 µm grid, every cell of the slide at once, bands the full width of the slide,
@@ -18,7 +18,7 @@
 
 Run::
 
-    .venv/bin/python benchmarks/bench_large_slide.py [--size 8192 8192] [--slide var/large/....json]
+    .venv/bin/python benchmarks/bench_large_slide.py [--size 8192 8192 ...] [--slide var/large/....json]
 """
 
 from __future__ import annotations
@@ -96,15 +96,24 @@ def large(description: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", nargs=2, type=int, default=(8192, 8192), metavar=("W", "H"))
+    parser.add_argument(
+        "--size",
+        nargs=2,
+        type=int,
+        action="append",
+        metavar=("W", "H"),
+        help="mid size (repeat; default 8192 and 16384 square)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--slide", type=Path, default=None, help="JSON description of the large slide written")
     parser.add_argument("--child", choices=["simple", "streamed"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    width, height = args.size
+    sizes = args.size or [(8192, 8192), (16384, 16384)]
     if args.child:
+        width, height = sizes[0]
         return child(args.child, width, height, args.seed)
-    side_by_side(width, height, args.seed)
+    for width, height in sizes:
+        side_by_side(width, height, args.seed)
     if args.slide is not None and args.slide.exists():
         large(args.slide)
     return 0
