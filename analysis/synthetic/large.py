@@ -17,7 +17,8 @@ the same parts:
   and forgotten once the rows they reach are written;
 * level 0 is rendered window by window (``WINDOW_PX`` columns) by the package's
   renderer, its stamp banks and textures those of the slide's seed, its layout
-  and cells swapped for each window's;
+  and cells swapped for each window's; a window on glass (no tissue within reach)
+  copies the glass rows the renderer drew once (one period of its sensor noise);
 * :func:`~analysis.synthetic.stream.write_tiff_streamed` writes the pyramid as
   the bands come.
 
