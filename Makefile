@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test setup lint typecheck chromium benchmarks clean
+.PHONY: demo test setup lint typecheck chromium benchmarks benchmarks-large clean
 
 setup: $(VENV)/.installed frontend/node_modules/.installed
 
@@ -41,8 +41,22 @@ test: setup chromium lint typecheck
 demo: setup
 	$(BIN)/python scripts/devenv.py demo
 
+LARGE_BENCHMARKS := $(wildcard benchmarks/bench_large_*.py) benchmarks/bench_sua_large.py
+
 benchmarks: setup
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in $(filter-out $(LARGE_BENCHMARKS),$(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The Camelyon-size slide (98,000 x 215,000 px, hours of CPU; LARGE_ROWS="Y0 Y1" writes a band of it) and the
+# benchmarks at that size; not part of `make test` or `make benchmarks`.
+LARGE_DIR := var/large
+LARGE_ROWS ?=
+LARGE_SLIDE := $(LARGE_DIR)/camelyon_98000x215000_seed0$(if $(LARGE_ROWS),_rows$(subst $() ,-,$(LARGE_ROWS))).tiff
+
+$(LARGE_SLIDE):
+	$(BIN)/python -m analysis.synthetic large $(LARGE_DIR) $(if $(LARGE_ROWS),--rows $(LARGE_ROWS))
+
+benchmarks-large: setup $(LARGE_SLIDE)
+	for b in $(LARGE_BENCHMARKS); do echo "== $$b"; $(BIN)/python $$b --slide $(LARGE_SLIDE:.tiff=.json) || exit 1; done
 
 clean:
 	rm -rf var/media var/test-media var/slide-cache var/static

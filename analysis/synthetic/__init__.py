@@ -33,6 +33,9 @@ Example::
     ['micro', 'itc']
 
 Command line: ``python -m analysis.synthetic OUT_DIR [--preset demo|test] [--seed N]``.
+A Camelyon-size slide (98,000 x 215,000 px at 0.243 µm/px), streamed in bounded memory by
+:mod:`~analysis.synthetic.large` and :mod:`~analysis.synthetic.stream`:
+``python -m analysis.synthetic large OUT_DIR [--seed N] [--rows Y0 Y1]``.
 
 The package's modules, in the order a slide is made: :mod:`~analysis.synthetic.spec`
 (what a slide is made from and what comes back); :mod:`~analysis.synthetic.layout`
@@ -48,6 +51,7 @@ below are public; the modules' own names may change.
 """
 
 from analysis.synthetic.cohort import SPLITS, CohortEntry, generate_cohort, main
+from analysis.synthetic.large import camelyon_spec, generate_large_slide
 from analysis.synthetic.slide import generate_slide
 from analysis.synthetic.spec import ITC_MAX_UM, MACRO_MIN_UM, Lesion, SlideSpec, SyntheticSlide, lesion_kind
 
@@ -59,7 +63,9 @@ __all__ = [
     "Lesion",
     "SlideSpec",
     "SyntheticSlide",
+    "camelyon_spec",
     "generate_cohort",
+    "generate_large_slide",
     "generate_slide",
     "lesion_kind",
     "main",
