@@ -24,8 +24,8 @@ from typing import IO, Any
 import numpy as np
 import tifffile
 
-from analysis.synthetic.spec import GENERATOR, U8, SlideSpec
-from analysis.synthetic.tiff import _description, _downsample2, _tiles_of
+from analysis.synthetic.spec import U8, SlideSpec
+from analysis.synthetic.tiff import _description, _downsample2, _tiles_of, page_options
 
 #: Level-0 rows of the bands asked for, in tiles (one tile row at a time).
 BAND_TILE_ROWS = 1
@@ -142,16 +142,7 @@ def write_tiff_streamed(
                     progress(y1, H)
                 yield from _tiles_of(rows, ts)
 
-        common: dict[str, Any] = {
-            "dtype": np.uint8,
-            "tile": (ts, ts),
-            "photometric": "rgb",
-            "compression": "jpeg",
-            "compressionargs": {"level": spec.jpeg_quality},
-            "resolutionunit": "CENTIMETER",
-            "metadata": None,
-            "software": GENERATOR,
-        }
+        common = page_options(spec)
         total = sum(w * h * 3 for w, h in sizes)
         with tifffile.TiffWriter(out, bigtiff=total > 2**31) as tw:
             for level, (w, h) in enumerate(sizes):

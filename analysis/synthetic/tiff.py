@@ -53,6 +53,22 @@ def _description(spec: SlideSpec, level: int) -> str:
     )
 
 
+def page_options(spec: SlideSpec) -> dict[str, Any]:
+    """tifffile ``write`` options shared by every page of a synthetic slide: RGB JPEG tiles of
+    ``spec.tile_size``, resolution in centimetres, and the generator's name."""
+    ts = spec.tile_size
+    return {
+        "dtype": np.uint8,
+        "tile": (ts, ts),
+        "photometric": "rgb",
+        "compression": "jpeg",
+        "compressionargs": {"level": spec.jpeg_quality},
+        "resolutionunit": "CENTIMETER",
+        "metadata": None,
+        "software": GENERATOR,
+    }
+
+
 def write_tiff(spec: SlideSpec, renderer: Renderer, path: Path) -> None:
     """Write the pyramid; level 1 is collected while level 0 streams out, the rest follow from it."""
     w, h = spec.width, spec.height
@@ -81,16 +97,7 @@ def _write_levels(spec: SlideSpec, renderer: Renderer, path: Path, level1: U8) -
             yield from _tiles_of(band, ts)
 
     total = sum(w * h * 3 for w, h in sizes)
-    common: dict[str, Any] = {
-        "dtype": np.uint8,
-        "tile": (ts, ts),
-        "photometric": "rgb",
-        "compression": "jpeg",
-        "compressionargs": {"level": spec.jpeg_quality},
-        "resolutionunit": "CENTIMETER",
-        "metadata": None,
-        "software": GENERATOR,
-    }
+    common = page_options(spec)
     with tifffile.TiffWriter(path, bigtiff=total > 2**31) as tw:
         res = 1e4 / spec.mpp
         tw.write(
