@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -124,22 +124,19 @@ class Services:
 
     def up(self) -> dict[str, str]:
         env: dict[str, str] = {}
-        db_url = os.environ.get("DATABASE_URL")
-        if db_url:
-            check_database(db_url)
-        else:
-            server, db_url = start_embedded_postgres()
-            self._keep.append(server)
-            print(f"[devenv] embedded PostgreSQL under {VAR / 'pgdata'}", file=sys.stderr)
-        env["DATABASE_URL"] = db_url
-        broker = os.environ.get("CELERY_BROKER_URL")
-        if broker:
-            check_broker(broker)
-        else:
-            server, broker = start_embedded_redis()
-            self._keep.append(server)
-            print(f"[devenv] embedded Redis at {broker}", file=sys.stderr)
-        env["CELERY_BROKER_URL"] = broker
+        services: list[tuple[str, Callable[[str], None], Callable[[], tuple[Any, str]], str]] = [
+            ("DATABASE_URL", check_database, start_embedded_postgres, f"embedded PostgreSQL under {VAR / 'pgdata'}"),
+            ("CELERY_BROKER_URL", check_broker, start_embedded_redis, "embedded Redis at {url}"),
+        ]
+        for variable, check, start, started in services:
+            url = os.environ.get(variable)
+            if url:
+                check(url)
+            else:
+                server, url = start()
+                self._keep.append(server)
+                print(f"[devenv] {started.format(url=url)}", file=sys.stderr)
+            env[variable] = url
         return env
 
     def down(self) -> None:
