@@ -42,6 +42,7 @@ from sua_portal.accounts.models import Project
 from sua_portal.celery import enqueue
 from sua_portal.errors import Conflict, DomainError, Gone, TooLarge
 from sua_portal.slides import tiles
+from sua_portal.slides.local_cache import SlideCache
 from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload, staging_dir, staging_path
 
 log = logging.getLogger(__name__)
@@ -151,31 +152,43 @@ def stored_name(slide: Slide) -> str:
     return slide.file.name or ""
 
 
-def local_path(slide: Slide) -> Path:
-    """A filesystem path of the slide for large-image.
+def slide_cache() -> SlideCache:
+    """This machine's cache of slides kept in object storage (``SLIDE_CACHE_DIR``, ``SLIDE_CACHE_MAX_BYTES``)."""
+    return SlideCache(Path(settings.SLIDE_CACHE_DIR), int(settings.SLIDE_CACHE_MAX_BYTES))
 
-    Local storage: the stored file itself.  Remote storage (S3): a copy under
-    ``settings.SLIDE_CACHE_DIR``, downloaded once (to a temporary name, renamed
-    when complete, so that a reader never sees half a file).
+
+@contextmanager
+def slide_file(slide: Slide) -> Iterator[Path]:
+    """A filesystem path of the slide for large-image, kept on this machine while the block runs.
+
+    Local storage: the stored file itself.  Remote storage (S3): a copy in this machine's
+    :func:`slide_cache`, downloaded when missing; no process evicts it during the block.
     """
     try:
-        return Path(default_storage.path(stored_name(slide)))
+        stored = Path(default_storage.path(stored_name(slide)))
     except NotImplementedError:
         pass
-    target = Path(settings.SLIDE_CACHE_DIR) / slide.sha256[:2] / slide.sha256 / Path(stored_name(slide)).name
-    if target.is_file() and target.stat().st_size == slide.size_bytes:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as out:
-        try:
-            with default_storage.open(stored_name(slide), "rb") as src:
-                shutil.copyfileobj(src, out, _CHUNK)
-        except BaseException:
-            out.close()
-            Path(out.name).unlink(missing_ok=True)
-            raise
-    os.replace(out.name, target)
-    return target
+    else:
+        yield stored
+        return
+
+    def download(out: IO[bytes]) -> None:
+        with default_storage.open(stored_name(slide), "rb") as src:
+            shutil.copyfileobj(src, out, _CHUNK)
+
+    with slide_cache().open(slide.sha256, Path(stored_name(slide)).name, slide.size_bytes, download) as path:
+        yield path
+
+
+def local_path(slide: Slide) -> Path:
+    """A filesystem path of the slide for the web's image endpoints (see :func:`slide_file`).
+
+    With remote storage the copy is protected only while it is fetched: another process may evict
+    it later.  A tile source opened on it keeps reading (an open file outlives its name) and the next
+    call fetches it again.  Tasks that read a slide for long use :func:`slide_file`.
+    """
+    with slide_file(slide) as path:
+        return path
 
 
 def _format_name(filename: str, source: str | None) -> str:
@@ -454,7 +467,8 @@ def check_slide(slide_id: int) -> Slide | None:
         return None
     slide = Slide.objects.select_related("cohort").get(pk=slide_id)
     try:
-        info = tiles.inspect_slide(local_path(slide), heatmap_downsample=settings.HEATMAP_DOWNSAMPLE)
+        with slide_file(slide) as path:
+            info = tiles.inspect_slide(path, heatmap_downsample=settings.HEATMAP_DOWNSAMPLE)
     except tiles.SlideReadError as exc:
         reason = str(exc)
         slide.status, slide.failure_reason = Slide.Status.FAILED, f"{reason[:1].upper()}{reason[1:]}."
@@ -497,7 +511,8 @@ def _slide_size(slide: Slide) -> tuple[int, int]:
     if slide.width and slide.height:
         return int(slide.width), int(slide.height)
     try:
-        source = tiles.open_source(local_path(slide))
+        with slide_file(slide) as path:
+            source = tiles.open_source(path)
     except tiles.SlideReadError as exc:
         raise SlideRejected(f"The slide cannot be read, so its annotations cannot be checked: {exc}") from None
     return int(source.sizeX), int(source.sizeY)
