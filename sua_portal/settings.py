@@ -115,6 +115,7 @@ if STORAGE_BACKEND == "s3":
         "OPTIONS": {
             "bucket_name": envstr("AWS_STORAGE_BUCKET_NAME"),
             "endpoint_url": envstr("AWS_S3_ENDPOINT_URL"),
+            "region_name": envstr("AWS_S3_REGION_NAME"),
             "access_key": envstr("AWS_ACCESS_KEY_ID"),
             "secret_key": envstr("AWS_SECRET_ACCESS_KEY"),
         },
