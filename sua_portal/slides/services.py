@@ -64,6 +64,8 @@ MAX_ANNOTATION_BYTES = 256 * 1024 * 1024
 #: An annotation vertex may sit this many level-0 pixels past the slide's edge (drawing tools round).
 EDGE_TOLERANCE_PX = 1.0
 _CHUNK = 8 * 1024 * 1024
+#: A resumable upload nobody touched for this long is given up.
+STALE_UPLOAD_AGE = timedelta(days=2)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -318,6 +320,7 @@ def start_upload(cohort: Cohort, *, filename: str, size: int, sha256: str = "", 
         existing = Slide.objects.filter(cohort=cohort, sha256=sha256).first()
         if existing is not None:
             raise _duplicate(existing, filename)
+    remove_stale_staging_files()
     upload = SlideUpload.objects.create(
         cohort=cohort, filename=filename, size_bytes=int(size), sha256=sha256,
         created_by=user if getattr(user, "is_authenticated", False) else None,
@@ -421,12 +424,31 @@ def cancel_upload(upload: SlideUpload) -> None:
     SlideUpload.objects.filter(pk=upload.pk).delete()
 
 
-def purge_stale_uploads(*, older_than: timedelta = timedelta(days=2)) -> int:
-    """Forget uploads nobody touched for a while (their staging files too)."""
+def purge_stale_uploads(*, older_than: timedelta = STALE_UPLOAD_AGE) -> int:
+    """Forget uploads nobody touched for a while (their staging files too, when this machine has them:
+    on a worker machine of its own the web's files go at the web's next upload, see below)."""
     stale = list(SlideUpload.objects.filter(updated__lt=timezone.now() - older_than))
     for upload in stale:
         cancel_upload(upload)
     return len(stale)
+
+
+def remove_stale_staging_files(*, older_than: timedelta = STALE_UPLOAD_AGE) -> int:
+    """Delete this machine's staging files nobody wrote to for ``older_than``; returns how many.
+
+    The purge task may run on a worker machine that does not have the web's staging folder: the
+    web clears its own when an upload starts.  A file that old belongs to an upload the purge gives up.
+    """
+    cutoff = (timezone.now() - older_than).timestamp()
+    removed = 0
+    for path in staging_dir().glob("*.part"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # removed by another web process meanwhile
+    return removed
 
 
 # --------------------------------------------------------------------------- the slide check
