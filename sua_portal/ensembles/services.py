@@ -28,7 +28,7 @@ from django.db.models import Count
 from django.utils import timezone
 from PIL import Image
 
-from analysis.io import heatmap_rgba
+from analysis.io import heatmap_rgba, read_heatmap_tiff
 from analysis.metrics import calibrate_threshold
 from analysis.sua import find_regions as sua_find_regions
 from sua_portal.celery import enqueue
@@ -381,8 +381,6 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
 
 
 def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:
-    from analysis.io import read_heatmap_tiff
-
     field = getattr(heatmap, kind)
     with field.open("rb") as fh, tempfile.NamedTemporaryFile(suffix=".tiff") as tmp:
         tmp.write(fh.read())
