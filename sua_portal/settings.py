@@ -115,12 +115,15 @@ if STORAGE_BACKEND == "s3":
         "OPTIONS": {
             "bucket_name": envstr("AWS_STORAGE_BUCKET_NAME"),
             "endpoint_url": envstr("AWS_S3_ENDPOINT_URL"),
+            "region_name": envstr("AWS_S3_REGION_NAME"),
             "access_key": envstr("AWS_ACCESS_KEY_ID"),
             "secret_key": envstr("AWS_SECRET_ACCESS_KEY"),
         },
     }
-# Workers read slides from a local copy when storage is remote.
+# Workers and web servers read slides from a copy on their own disk when storage is remote: a cache
+# of at most SLIDE_CACHE_MAX_BYTES per machine, least recently used slides out (slides in use stay).
 SLIDE_CACHE_DIR = Path(envstr("SLIDE_CACHE_DIR", str(BASE_DIR / "var" / "slide-cache")) or "")
+SLIDE_CACHE_MAX_BYTES = envint("SLIDE_CACHE_MAX_BYTES", 50 * 1024**3)
 
 # Django's cache: local memory per process unless CACHE_URL names a Redis server (redis://host:6379/2),
 # which the processes of one deployment then share.

@@ -130,25 +130,13 @@ def _database_url(settings_dict: dict[str, Any]) -> str:
     return f"postgres://{auth}@{host}{port}/{settings_dict['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Any]:
-    """A real `celery worker` process on both queues, connected to the test database."""
-    from django.conf import settings
-    from django.db import connection
-
-    from sua_portal.celery import app
-
-    app.control.purge()
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = dict(os.environ)
-    env["DATABASE_URL"] = _database_url(connection.settings_dict)
-    env["DJANGO_SETTINGS_MODULE"] = "sua_portal.settings_test"
-    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
-    env["CELERY_BROKER_URL"] = str(settings.CELERY_BROKER_URL)
+def start_worker(env: dict[str, str], *, queues: str, name: str, log: Path) -> subprocess.Popen[bytes]:
+    """A `celery worker` process on ``queues`` ("gpu,cpu") with environment ``env``, once it is ready;
+    its output goes to ``log`` (kept as ``proc.log_path``)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "sua_portal", "worker", "-Q", "gpu,cpu", "-c", "1",
-             "-P", "prefork", "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
+            [sys.executable, "-m", "celery", "-A", "sua_portal", "worker", "-Q", queues, "-c", "1",
+             "-P", "prefork", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
              "-l", "INFO"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )
@@ -163,12 +151,40 @@ def celery_worker_process(django_db_setup: Any, django_db_blocker: Any, tmp_path
         proc.kill()
         raise RuntimeError(f"celery worker did not become ready:\n{log.read_text()}")
     proc.log_path = log  # type: ignore[attr-defined]
-    yield proc
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def worker_env(**overrides: str) -> dict[str, str]:
+    """The environment of a worker process on the test database and broker, with ``overrides``."""
+    from django.conf import settings
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["DATABASE_URL"] = _database_url(connection.settings_dict)
+    env["DJANGO_SETTINGS_MODULE"] = "sua_portal.settings_test"
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["CELERY_BROKER_URL"] = str(settings.CELERY_BROKER_URL)
+    return {**env, **overrides}
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup: Any, django_db_blocker: Any, tmp_path_factory: Any) -> Iterator[Any]:
+    """A real `celery worker` process on both queues, connected to the test database."""
+    from sua_portal.celery import app
+
+    app.control.purge()
+    proc = start_worker(worker_env(), queues="gpu,cpu", name=f"test-{os.getpid()}",
+                        log=tmp_path_factory.mktemp("worker") / "worker.log")
+    yield proc
+    stop_worker(proc)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:

@@ -15,6 +15,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from sua_portal.celery import enqueue
 from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
 from sua_portal.errors import DomainError
 from sua_portal.slides.models import Cohort, Slide
-from sua_portal.slides.services import local_path
+from sua_portal.slides.services import slide_file
 from sua_portal.slides.truth import truth_mask, tumor_geometry
 
 log = logging.getLogger(__name__)
@@ -148,14 +149,15 @@ def import_members(
 # --- training ------------------------------------------------------------------------------
 
 
-def training_slides(cohorts: Iterable[Cohort]) -> list[Any]:
+def training_slides(cohorts: Iterable[Cohort], pins: ExitStack) -> list[Any]:
+    """The ready slides of ``cohorts`` for training; their local files stay on disk until ``pins`` closes."""
     # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
     from analysis.training import TrainingSlide
 
     slides = []
     for cohort in cohorts:
         for slide in cohort.slides.filter(status=Slide.Status.READY):
-            slides.append(TrainingSlide(path=local_path(slide), tumor=tumor_geometry(slide)))
+            slides.append(TrainingSlide(path=pins.enter_context(slide_file(slide)), tumor=tumor_geometry(slide)))
     if not slides:
         raise EnsembleError("the training cohorts have no ready slides")
     return slides
@@ -206,9 +208,11 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
     config = TrainingConfig.from_dict({k: v for k, v in ensemble.training_config.items()
                                        if k != "validation_cohorts"})
     validation = Cohort.objects.filter(pk__in=ensemble.training_config.get("validation_cohorts", []))
+    # With object storage the slides are copies in this machine's cache: none may go while training reads them.
+    pins = ExitStack()
     try:
-        train_slides = training_slides(ensemble.training_cohorts.all())
-        val_slides = training_slides(validation) if validation else []
+        train_slides = training_slides(ensemble.training_cohorts.all(), pins)
+        val_slides = training_slides(validation, pins) if validation else []
         EnsembleMember.objects.filter(ensemble=ensemble).delete()
         rows = {
             i: EnsembleMember.objects.create(ensemble=ensemble, index=i, status=Ensemble.Status.TRAINING,
@@ -251,6 +255,8 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
         log.exception("training ensemble %s failed", ensemble_id)
         Ensemble.objects.filter(pk=ensemble_id).update(status=Ensemble.Status.FAILED, failure_reason=str(exc))
         raise
+    finally:
+        pins.close()
 
 
 # --- inference -----------------------------------------------------------------------------
@@ -320,11 +326,13 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
     ensemble = heatmap.ensemble
     progress = _Progress(heatmap_id, claim)
     downsample = heatmap_downsample or settings.HEATMAP_DOWNSAMPLE
+    # With object storage the slide is a copy in this machine's cache: it may not go while it is read.
+    pins = ExitStack()
     try:
         _check_tile_size(ensemble.tile_size, ensemble.level_downsample, downsample)
         device = _torch_device(threads)
         members = load_members(ensemble, device=device)
-        slide_path = local_path(heatmap.slide)
+        slide_path = pins.enter_context(slide_file(heatmap.slide))
         # large-image reads the missing tiles of a truncated TIFF as black: check the file is
         # still the one that was checked, or the slide would get a silently empty heatmap.
         size = slide_path.stat().st_size
@@ -367,6 +375,8 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
             finished=timezone.now(),
         )
         return "failed"
+    finally:
+        pins.close()
 
 
 def read_heatmap(heatmap: SlideHeatmap, kind: str) -> np.ndarray:

@@ -42,6 +42,7 @@ from sua_portal.accounts.models import Project
 from sua_portal.celery import enqueue
 from sua_portal.errors import Conflict, DomainError, Gone, TooLarge
 from sua_portal.slides import tiles
+from sua_portal.slides.local_cache import SlideCache
 from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload, staging_dir, staging_path
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ MAX_ANNOTATION_BYTES = 256 * 1024 * 1024
 #: An annotation vertex may sit this many level-0 pixels past the slide's edge (drawing tools round).
 EDGE_TOLERANCE_PX = 1.0
 _CHUNK = 8 * 1024 * 1024
+#: A resumable upload nobody touched for this long is given up.
+STALE_UPLOAD_AGE = timedelta(days=2)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -151,31 +154,43 @@ def stored_name(slide: Slide) -> str:
     return slide.file.name or ""
 
 
-def local_path(slide: Slide) -> Path:
-    """A filesystem path of the slide for large-image.
+def slide_cache() -> SlideCache:
+    """This machine's cache of slides kept in object storage (``SLIDE_CACHE_DIR``, ``SLIDE_CACHE_MAX_BYTES``)."""
+    return SlideCache(Path(settings.SLIDE_CACHE_DIR), int(settings.SLIDE_CACHE_MAX_BYTES))
 
-    Local storage: the stored file itself.  Remote storage (S3): a copy under
-    ``settings.SLIDE_CACHE_DIR``, downloaded once (to a temporary name, renamed
-    when complete, so that a reader never sees half a file).
+
+@contextmanager
+def slide_file(slide: Slide) -> Iterator[Path]:
+    """A filesystem path of the slide for large-image, kept on this machine while the block runs.
+
+    Local storage: the stored file itself.  Remote storage (S3): a copy in this machine's
+    :func:`slide_cache`, downloaded when missing; no process evicts it during the block.
     """
     try:
-        return Path(default_storage.path(stored_name(slide)))
+        stored = Path(default_storage.path(stored_name(slide)))
     except NotImplementedError:
         pass
-    target = Path(settings.SLIDE_CACHE_DIR) / slide.sha256[:2] / slide.sha256 / Path(stored_name(slide)).name
-    if target.is_file() and target.stat().st_size == slide.size_bytes:
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as out:
-        try:
-            with default_storage.open(stored_name(slide), "rb") as src:
-                shutil.copyfileobj(src, out, _CHUNK)
-        except BaseException:
-            out.close()
-            Path(out.name).unlink(missing_ok=True)
-            raise
-    os.replace(out.name, target)
-    return target
+    else:
+        yield stored
+        return
+
+    def download(out: IO[bytes]) -> None:
+        with default_storage.open(stored_name(slide), "rb") as src:
+            shutil.copyfileobj(src, out, _CHUNK)
+
+    with slide_cache().open(slide.sha256, Path(stored_name(slide)).name, slide.size_bytes, download) as path:
+        yield path
+
+
+def local_path(slide: Slide) -> Path:
+    """A filesystem path of the slide for the web's image endpoints (see :func:`slide_file`).
+
+    With remote storage the copy is protected only while it is fetched: another process may evict
+    it later.  A tile source opened on it keeps reading (an open file outlives its name) and the next
+    call fetches it again.  Tasks that read a slide for long use :func:`slide_file`.
+    """
+    with slide_file(slide) as path:
+        return path
 
 
 def _format_name(filename: str, source: str | None) -> str:
@@ -305,6 +320,7 @@ def start_upload(cohort: Cohort, *, filename: str, size: int, sha256: str = "", 
         existing = Slide.objects.filter(cohort=cohort, sha256=sha256).first()
         if existing is not None:
             raise _duplicate(existing, filename)
+    remove_stale_staging_files()
     upload = SlideUpload.objects.create(
         cohort=cohort, filename=filename, size_bytes=int(size), sha256=sha256,
         created_by=user if getattr(user, "is_authenticated", False) else None,
@@ -408,12 +424,31 @@ def cancel_upload(upload: SlideUpload) -> None:
     SlideUpload.objects.filter(pk=upload.pk).delete()
 
 
-def purge_stale_uploads(*, older_than: timedelta = timedelta(days=2)) -> int:
-    """Forget uploads nobody touched for a while (their staging files too)."""
+def purge_stale_uploads(*, older_than: timedelta = STALE_UPLOAD_AGE) -> int:
+    """Forget uploads nobody touched for a while (their staging files too, when this machine has them:
+    on a worker machine of its own the web's files go at the web's next upload, see below)."""
     stale = list(SlideUpload.objects.filter(updated__lt=timezone.now() - older_than))
     for upload in stale:
         cancel_upload(upload)
     return len(stale)
+
+
+def remove_stale_staging_files(*, older_than: timedelta = STALE_UPLOAD_AGE) -> int:
+    """Delete this machine's staging files nobody wrote to for ``older_than``; returns how many.
+
+    The purge task may run on a worker machine that does not have the web's staging folder: the
+    web clears its own when an upload starts.  A file that old belongs to an upload the purge gives up.
+    """
+    cutoff = (timezone.now() - older_than).timestamp()
+    removed = 0
+    for path in staging_dir().glob("*.part"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # removed by another web process meanwhile
+    return removed
 
 
 # --------------------------------------------------------------------------- the slide check
@@ -449,7 +484,8 @@ def check_slide(slide_id: int) -> Slide | None:
         return None
     slide = Slide.objects.select_related("cohort").get(pk=slide_id)
     try:
-        info = tiles.inspect_slide(local_path(slide), heatmap_downsample=settings.HEATMAP_DOWNSAMPLE)
+        with slide_file(slide) as path:
+            info = tiles.inspect_slide(path, heatmap_downsample=settings.HEATMAP_DOWNSAMPLE)
     except tiles.SlideReadError as exc:
         reason = str(exc)
         slide.status, slide.failure_reason = Slide.Status.FAILED, f"{reason[:1].upper()}{reason[1:]}."
@@ -492,7 +528,8 @@ def _slide_size(slide: Slide) -> tuple[int, int]:
     if slide.width and slide.height:
         return int(slide.width), int(slide.height)
     try:
-        source = tiles.open_source(local_path(slide))
+        with slide_file(slide) as path:
+            source = tiles.open_source(path)
     except tiles.SlideReadError as exc:
         raise SlideRejected(f"The slide cannot be read, so its annotations cannot be checked: {exc}") from None
     return int(source.sizeX), int(source.sizeY)

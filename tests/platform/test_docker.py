@@ -13,8 +13,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 COMPOSE = yaml.safe_load((DOCKER / "compose.yaml").read_text())
-# Variables the official postgres image reads, and compose's own interpolation.
-IMAGE_VARIABLES = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD"}
+# Variables the official postgres and MinIO images read, and the bucket-creating shell's own.
+IMAGE_VARIABLES = {"POSTGRES_DB", "POSTGRES_USER", "POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD",
+                   "BUCKET"}
 
 
 def _settings_variables() -> set[str]:
@@ -31,9 +32,9 @@ def test_compose_file_follows_the_compose_specification() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_compose_has_the_five_services_and_a_gpu_reservation() -> None:
+def test_compose_has_the_five_services_object_storage_and_a_gpu_reservation() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "redis", "web", "worker-cpu", "worker-gpu"}
+    assert set(services) == {"postgres", "redis", "minio", "minio-bucket", "web", "worker-cpu", "worker-gpu"}
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
 
@@ -76,3 +77,18 @@ def test_every_environment_variable_is_read_by_the_project() -> None:
     unknown = named - known
     assert not unknown, f"compose or .env.example name variables nothing reads: {sorted(unknown)}"
     assert "SECRET_KEY" in named and "DATABASE_URL" in named
+
+
+def test_the_web_and_the_workers_share_no_disk_and_keep_slides_in_object_storage() -> None:
+    services = COMPOSE["services"]
+    apps = ("web", "worker-cpu", "worker-gpu")
+    volumes = {name: {v.split(":")[0] for v in services[name]["volumes"]} for name in apps}
+    for name in apps:
+        others = set().union(*(volumes[o] for o in apps if o != name))
+        assert not volumes[name] & others, f"{name} shares {volumes[name] & others}"
+        environment = services[name]["environment"]
+        assert environment["STORAGE_BACKEND"] == "s3"
+        assert environment["AWS_S3_ENDPOINT_URL"] == "http://minio:9000"
+        assert int(environment["SLIDE_CACHE_MAX_BYTES"].split(":-")[-1].rstrip("}")) > 0
+    assert "minio" in services and services["web"]["depends_on"]["minio-bucket"] == {
+        "condition": "service_completed_successfully"}
