@@ -657,7 +657,13 @@ def _reader(
                 if stop.is_set():
                     return
                 cores = grid.cores[start : start + batch_size]
-                batch = torch.empty((len(cores), t, t, 3), dtype=torch.uint8, pin_memory=pin)
+                shape = (len(cores), t, t, 3)
+                # numpy's memory on the CPU (tracemalloc sees it), torch's page-locked memory for a GPU.
+                batch = (
+                    torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+                    if pin
+                    else torch.from_numpy(np.empty(shape, np.uint8))
+                )
                 tiles = batch.numpy()
                 decoded = [pool.submit(decode, tiles, i, int(top), int(left)) for i, (top, left) in enumerate(cores)]
                 for future in decoded:
@@ -1110,7 +1116,9 @@ def _predict_into(
                 probs = predictor.predict(batch)
             core = probs[:, :, o : o + c, o : o + c]
             k = core.shape[0]
-            pooled = F.avg_pool2d(core.reshape(-1, 1, c, c), f).reshape(k, len(cores), c // f, c // f) if f > 1 else core
+            pooled = (
+                F.avg_pool2d(core.reshape(-1, 1, c, c), f).reshape(k, len(cores), c // f, c // f) if f > 1 else core
+            )
             edge_index = np.flatnonzero(edge[start : start + len(cores)]).tolist()
             done = _Pooled(
                 cores=cores,
