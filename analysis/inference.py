@@ -17,7 +17,7 @@ Pipeline of :func:`run_ensemble`:
    answered every ``poll_s`` seconds, also within a batch;
 4. each prediction is cropped to its core (the context is only there so the
    core sees what it would see in the whole image) and average-pooled to the
-   heatmap grid, where cores tile the grid exactly: no seams, no blending;
+   heatmap grid, where cores tile the grid exactly: no seams, no blending.
    Only heatmap-grid arrays grow with the slide (the ``(K, H', W')``
    samples, a memory map with ``members_path``), never the level image;
 5. ``(K, H, W)`` samples -> mean, entropy, mutual information, variance by
@@ -47,7 +47,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -686,7 +686,7 @@ def _batches(
     decode_threads: int = 1,
     waiting: Callable[[], None] | None = None,
     poll_s: float = 0.1,
-) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+) -> Generator[tuple[np.ndarray, torch.Tensor], None, None]:
     """Batches from a reader thread, so that decoding overlaps the forward passes.
 
     While no batch is ready, ``waiting()`` is called every ``poll_s`` seconds
@@ -1096,7 +1096,9 @@ def _predict_into(
         waiting=ticker,
         poll_s=min(options.poll_s, 0.1),
     )
-    with torch.inference_mode():
+    # closing: a cancel or an error stops and joins the reader before it leaves here (a
+    # traceback would otherwise keep the generator, and so the reader thread, alive).
+    with torch.inference_mode(), contextlib.closing(batches):
         for cores, tiles in batches:
             ticker.check()
             ticker.running = len(cores)
