@@ -72,3 +72,13 @@ TISSUE_MAX_HOLE_PX: int = 64
 #: at most this many pixels on its longer side.
 TISSUE_MIN_DOWNSAMPLE: float = 16.0
 TISSUE_MAX_SIDE: int = 4096
+
+#: Whole-slide inference (analysis.inference.run_ensemble): threads that decode
+#: tissue tiles side by side (JPEG and zlib decoders release the GIL) ...
+INFERENCE_DECODE_THREADS: int = 4
+#: ... batches decoded ahead of the model (a bounded queue, so memory does not
+#: grow with the slide) ...
+INFERENCE_PREFETCH: int = 3
+#: ... and the longest wait, in seconds, before progress is reported and a
+#: cancel request is answered, even inside a batch.
+INFERENCE_POLL_S: float = 0.25

@@ -7,12 +7,19 @@ Pipeline of :func:`run_ensemble`:
    ``tile_size - 2 * overlap`` pixels; only cores that touch tissue are
    processed, each read once as a ``tile_size`` tile (its core plus
    ``overlap`` pixels of context on every side; outside the slide is white);
-3. a reader thread decodes tiles into batches while the main thread runs
-   the batch through every sample source (the K members of a deep ensemble,
-   or MC dropout, or test-time augmentation: a :class:`Predictor`);
+3. a reader thread has the tiles of each batch decoded by a few threads side
+   by side, into a bounded queue (page-locked memory on CUDA), while the
+   caller's thread runs the batch through every sample source (the K members
+   of a deep ensemble, or MC dropout, or test-time augmentation: a
+   :class:`Predictor`).  On CUDA batch n+1 is copied up on its own stream
+   and queued before batch n's results come down, so neither the GPU waits
+   for the host nor the host for the GPU;  progress and cancel requests are
+   answered every ``poll_s`` seconds, also within a batch;
 4. each prediction is cropped to its core (the context is only there so the
    core sees what it would see in the whole image) and average-pooled to the
-   heatmap grid, where cores tile the grid exactly: no seams, no blending;
+   heatmap grid, where cores tile the grid exactly: no seams, no blending.
+   Only heatmap-grid arrays grow with the slide (the ``(K, H', W')``
+   samples, a memory map with ``members_path``), never the level image;
 5. ``(K, H, W)`` samples -> mean, entropy, mutual information, variance by
    :func:`analysis.uncertainty.ensemble_heatmaps`.  Outside tissue the
    probability is 0 (and so is every uncertainty).
@@ -40,8 +47,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -52,6 +59,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
+from analysis import defaults
 from analysis.models import FCDenseNet, fcdensenet_probability, tumor_probability
 from analysis.slide_io import Slide, level_shape, open_slide, read_region, tissue_downsample, tissue_mask
 from analysis.uncertainty import ensemble_heatmaps
@@ -258,21 +266,35 @@ class EnsemblePredictor:
     def device(self) -> torch.device:
         return self._device
 
-    def predict(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, h, w)`` in [0, 1] -> ``(K, N, h, w)`` float32 tumor probabilities."""
-        micro = self.micro_batch if self.micro_batch is not None else batch.shape[0]
-        n_tasks = len(self.members) * math.ceil(batch.shape[0] / max(1, micro))
-        if self.workers > 1 and n_tasks > 1:
-            return self._predict_side_by_side(batch, micro, min(self.workers, n_tasks))
-        with _no_grad_autocast(self._device, self.autocast):
-            return torch.stack(
-                [
-                    _probability(m, batch, self.micro_batch, lean)
-                    for m, lean in zip(self.members, self.lean, strict=True)
-                ]
-            )
+    def predict(self, batch: torch.Tensor, *, tick: Callable[[float], None] | None = None) -> torch.Tensor:
+        """``(N, 3, h, w)`` in [0, 1] -> ``(K, N, h, w)`` float32 tumor probabilities.
 
-    def _predict_side_by_side(self, batch: torch.Tensor, micro: int, workers: int) -> torch.Tensor:
+        ``tick``, when given, is called on the calling thread with the fraction
+        of the batch's (member, micro-batch) passes done, after every pass and
+        while waiting for passes that run side by side (every ``poll_s``
+        seconds at most; see :func:`_wait_ticking`).  Whatever it raises
+        (:class:`InferenceCancelled`, say) stops the batch: passes not yet
+        started are dropped, so a cancel is answered within one pass.
+        """
+        micro = self.micro_batch if self.micro_batch is not None else batch.shape[0]
+        parts = list(torch.split(batch, micro)) if micro < batch.shape[0] else [batch]
+        n_tasks = len(self.members) * len(parts)
+        if self.workers > 1 and n_tasks > 1:
+            return self._predict_side_by_side(parts, min(self.workers, n_tasks), tick)
+        rows: list[torch.Tensor] = []
+        with _no_grad_autocast(self._device, self.autocast):
+            for m, lean in zip(self.members, self.lean, strict=True):
+                row = []
+                for part in parts:
+                    row.append(_probability(m, part, None, lean))
+                    if tick is not None:
+                        tick((len(rows) * len(parts) + len(row)) / n_tasks)
+                rows.append(torch.cat(row) if len(row) > 1 else row[0])
+            return torch.stack(rows)
+
+    def _predict_side_by_side(
+        self, parts: list[torch.Tensor], workers: int, tick: Callable[[float], None] | None
+    ) -> torch.Tensor:
         """:meth:`predict` with ``workers`` threads, one (member, micro-batch) pass per task.
 
         Every pass is the serial path's computation (same module, same
@@ -280,7 +302,6 @@ class EnsemblePredictor:
         (oneDNN may split a reduction differently with another thread count).  Autocast and inference mode are thread-local, so each task
         enters them itself.
         """
-        parts = list(torch.split(batch, micro))
 
         def one(member: nn.Module, lean: bool, part: torch.Tensor) -> torch.Tensor:
             with _no_grad_autocast(self._device, self.autocast):
@@ -292,9 +313,30 @@ class EnsemblePredictor:
                 [pool.submit(one, m, lean, part) for part in parts]
                 for m, lean in zip(self.members, self.lean, strict=True)
             ]
+            try:
+                _wait_ticking([f for row in futures for f in row], tick)
+            except BaseException:
+                # Drop the passes not yet started; the running ones (one per worker) finish on their own.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             results = [[f.result() for f in row] for row in futures]
         with torch.inference_mode():
             return torch.stack([torch.cat(row) if len(row) > 1 else row[0] for row in results])
+
+
+def _wait_ticking(futures: Sequence[Future[Any]], tick: Callable[[float], None] | None, poll_s: float = 0.1) -> None:
+    """Wait for ``futures``, calling ``tick(fraction done)`` as they finish and every ``poll_s`` seconds.
+
+    ``poll_s`` is short on purpose: ``tick`` itself decides how often to do
+    anything (see ``_Ticker``), this only gives it the chance.
+    """
+    pending = set(futures)
+    while pending:
+        _, pending = wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
+        if tick is not None:
+            tick(1.0 - len(pending) / len(futures))
+    for future in futures:
+        future.result()  # re-raise a pass's error here, on the caller's thread
 
 
 def _dropout_modules(model: nn.Module) -> list[nn.Module]:
@@ -583,11 +625,15 @@ def _reader(
     out: queue.Queue[Any],
     stop: threading.Event,
     pin: bool,
+    decode_threads: int,
 ) -> None:
-    """Decode tiles into ``(B, T, T, 3)`` uint8 batches and queue them (runs in a thread).
+    """Decode tiles into ``(B, T, T, 3)`` uint8 tensors and queue them (runs in a thread).
 
-    With ``pin`` the batch goes out as a page-locked tensor, so the copy to the
-    GPU can be asynchronous; pinning here keeps that copy off the compute thread.
+    The tiles of a batch are decoded by ``decode_threads`` threads side by side
+    (large-image's decoders release the GIL), each straight into its slot of
+    the batch; with ``pin`` that batch is page-locked memory, so the copy to
+    the GPU is asynchronous and no extra host copy is made.  ``out`` is
+    bounded, so at most its size plus one batch are ever decoded ahead.
     """
 
     def put(item: Any) -> bool:
@@ -600,41 +646,69 @@ def _reader(
                 continue
         return False
 
+    t, o = grid.tile_size, grid.overlap
+
+    def decode(tiles: np.ndarray, i: int, top: int, left: int) -> None:
+        tiles[i] = read_region(slide, level_downsample=level_downsample, left=left - o, top=top - o, width=t, height=t)
+
     try:
-        t, o = grid.tile_size, grid.overlap
-        for start in range(0, len(grid.cores), batch_size):
-            if stop.is_set():
-                return
-            cores = grid.cores[start : start + batch_size]
-            tiles = np.empty((len(cores), t, t, 3), dtype=np.uint8)
-            for i, (top, left) in enumerate(cores):
-                tiles[i] = read_region(
-                    slide, level_downsample=level_downsample, left=int(left) - o, top=int(top) - o, width=t, height=t
+        with ThreadPoolExecutor(decode_threads, thread_name_prefix="tile-decoder") as pool:
+            for start in range(0, len(grid.cores), batch_size):
+                if stop.is_set():
+                    return
+                cores = grid.cores[start : start + batch_size]
+                shape = (len(cores), t, t, 3)
+                # numpy's memory on the CPU (tracemalloc sees it), torch's page-locked memory for a GPU.
+                batch = (
+                    torch.empty(shape, dtype=torch.uint8, pin_memory=True)
+                    if pin
+                    else torch.from_numpy(np.empty(shape, np.uint8))
                 )
-            batch: np.ndarray | torch.Tensor = torch.from_numpy(tiles).pin_memory() if pin else tiles
-            if not put((cores, batch)):
-                return
+                tiles = batch.numpy()
+                decoded = [pool.submit(decode, tiles, i, int(top), int(left)) for i, (top, left) in enumerate(cores)]
+                for future in decoded:
+                    future.result()
+                if not put((cores, batch)):
+                    return
         put(_DONE)
     except BaseException as exc:  # handed to the main thread, which re-raises it
         put(exc)
 
 
 def _batches(
-    slide: Slide, grid: TileGrid, level_downsample: float, batch_size: int, prefetch: int, pin: bool = False
-) -> Iterator[tuple[np.ndarray, np.ndarray | torch.Tensor]]:
-    """Batches from a reader thread, so that decoding overlaps the forward passes."""
+    slide: Slide,
+    grid: TileGrid,
+    level_downsample: float,
+    batch_size: int,
+    prefetch: int,
+    *,
+    pin: bool = False,
+    decode_threads: int = 1,
+    waiting: Callable[[], None] | None = None,
+    poll_s: float = 0.1,
+) -> Generator[tuple[np.ndarray, torch.Tensor], None, None]:
+    """Batches from a reader thread, so that decoding overlaps the forward passes.
+
+    While no batch is ready, ``waiting()`` is called every ``poll_s`` seconds
+    (so a slow disk does not delay a cancel); what it raises ends the reader.
+    """
     out: queue.Queue[Any] = queue.Queue(maxsize=max(1, prefetch))
     stop = threading.Event()
     thread = threading.Thread(
         target=_reader,
-        args=(slide, grid, level_downsample, batch_size, out, stop, pin),
+        args=(slide, grid, level_downsample, batch_size, out, stop, pin, decode_threads),
         name="tile-reader",
         daemon=True,
     )
     thread.start()
     try:
         while True:
-            item = out.get()
+            try:
+                item = out.get(timeout=poll_s)
+            except queue.Empty:
+                if waiting is not None:
+                    waiting()
+                continue
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
@@ -731,13 +805,22 @@ class InferenceOptions:
     members_path
         Write the samples to this ``.npy`` file (memory-mapped) instead of RAM.
     prefetch
-        Batches the reader thread may decode ahead.
+        Batches the reader thread may decode ahead (a bounded queue: memory
+        does not grow with the slide).
     chunk_rows
         Row chunk of the uncertainty computation.
     workers
         CPU forward passes run side by side by the :class:`EnsemblePredictor`
         built from the members (``None``: ``torch.get_num_threads()``, the
         caller's thread budget; see :class:`EnsemblePredictor`).
+    decode_threads
+        Threads that decode a batch's tiles side by side.
+    poll_s
+        Longest wait, in seconds, before ``progress`` is called and
+        ``should_stop`` asked, also inside a batch of the members' passes
+        (:class:`EnsemblePredictor`; any other Predictor between batches).
+    channels_last
+        NHWC memory format for the :class:`EnsemblePredictor` built from the members.
     """
 
     level_downsample: float
@@ -751,9 +834,19 @@ class InferenceOptions:
     use_tissue_mask: bool = True
     members_dtype: type[np.floating[Any]] | np.dtype[Any] = np.float32
     members_path: str | os.PathLike[str] | None = None
-    prefetch: int = 3
+    prefetch: int = defaults.INFERENCE_PREFETCH
     chunk_rows: int = 256
     workers: int | None = None
+    decode_threads: int = defaults.INFERENCE_DECODE_THREADS
+    poll_s: float = defaults.INFERENCE_POLL_S
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "prefetch", "decode_threads", "chunk_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.poll_s > 0:
+            raise ValueError(f"poll_s must be positive, got {self.poll_s}")
 
 
 def run_ensemble(
@@ -778,7 +871,8 @@ def run_ensemble(
     progress
         Called with the fraction of tiles done (0 ... 1).
     should_stop
-        Polled before each batch; True stops the run with :class:`InferenceCancelled`.
+        Polled before each batch and every ``options.poll_s`` seconds within
+        one; True stops the run with :class:`InferenceCancelled`.
 
     Returns
     -------
@@ -803,7 +897,11 @@ def run_ensemble(
         members
         if isinstance(members, Predictor)
         else EnsemblePredictor(
-            list(members), device=options.device, autocast=options.autocast, workers=options.workers
+            list(members),
+            device=options.device,
+            autocast=options.autocast,
+            workers=options.workers,
+            channels_last=options.channels_last,
         )
     )
     factor = check_tiling(
@@ -862,6 +960,104 @@ def run_ensemble(
     )
 
 
+class _Ticker:
+    """Progress and cancel requests, answered on the caller's thread every ``poll_s`` seconds at most.
+
+    ``should_stop`` is asked before every batch (as it always was) and, while
+    a batch runs or the model waits for tiles, whenever ``poll_s`` has passed
+    since it was last asked; ``progress`` then gets the tiles done plus the
+    running batch's share of passes done, so it never goes back.
+    """
+
+    def __init__(
+        self,
+        n_cores: int,
+        poll_s: float,
+        progress: Callable[[float], None] | None,
+        should_stop: Callable[[], bool] | None,
+        what: str,
+    ) -> None:
+        self.n_cores = n_cores
+        self.poll_s = poll_s
+        self.progress = progress
+        self.should_stop = should_stop
+        self.what = what
+        self.done = 0
+        self.running = 0  # tiles of the batch in the model, not yet in ``done``
+        self.reported = 0.0
+        self.asked = time.monotonic()
+
+    def check(self) -> None:
+        """Raise :class:`InferenceCancelled` if the caller asks to stop."""
+        self.asked = time.monotonic()
+        if self.should_stop is not None and self.should_stop():
+            raise InferenceCancelled(f"{self.what}: inference stopped after {self.done} of {self.n_cores} tiles")
+
+    def report(self, fraction: float) -> None:
+        if self.progress is not None and fraction > self.reported:
+            self.reported = fraction
+            self.progress(fraction)
+
+    def __call__(self, batch_fraction: float = 0.0) -> None:
+        """Within a batch: ``batch_fraction`` of its passes are done."""
+        if time.monotonic() - self.asked < self.poll_s:
+            return
+        self.check()
+        if self.n_cores:
+            self.report((self.done + batch_fraction * self.running) / self.n_cores)
+
+    def batch_done(self, tiles: int) -> None:
+        """``tiles`` more are in the heatmaps."""
+        self.done += tiles
+        self.report(self.done / self.n_cores if self.n_cores else 1.0)
+
+
+@dataclass
+class _Pooled:
+    """One batch's pooled cores on the host, maybe still arriving from the GPU.
+
+    ``pooled`` is ``(K, B, step, step)``; ``edges`` the unpooled ``(K, E, c, c)``
+    cores of the batch's E tiles over the grid's edge (``edge_index`` into the
+    batch), pooled on the host like :func:`_pool_partial` always did.
+    """
+
+    cores: np.ndarray
+    pooled: torch.Tensor
+    edges: torch.Tensor | None
+    edge_index: list[int]
+    ready: torch.cuda.Event | None
+
+    def write(self, samples: np.ndarray, grid: TileGrid) -> None:
+        """Copy every core's block into ``samples`` (waiting for the GPU's copy first)."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        pooled = self.pooled.numpy()
+        edges = self.edges.numpy() if self.edges is not None else None
+        c, f = grid.core, grid.factor
+        step = c // f
+        lvl = grid.level_shape
+        for b, (top, left) in enumerate(self.cores):
+            r0, c0 = int(top) // f, int(left) // f
+            if b not in self.edge_index:
+                samples[:, r0 : r0 + step, c0 : c0 + step] = pooled[:, b]
+                continue
+            # A core over the grid's edge: average only the analysis pixels on the grid.
+            assert edges is not None
+            valid_h, valid_w = min(c, lvl[0] - int(top)), min(c, lvl[1] - int(left))
+            block = _pool_partial(edges[:, self.edge_index.index(b), :valid_h, :valid_w], f)
+            samples[:, r0 : r0 + block.shape[1], c0 : c0 + block.shape[2]] = block
+
+
+def _to_host(tensor: torch.Tensor, cuda: bool) -> torch.Tensor:
+    """Float32 on the host: a non-blocking copy into page-locked memory from a GPU, as is on the CPU."""
+    tensor = tensor.float()
+    if not cuda:
+        return tensor.contiguous()
+    host = torch.empty(tensor.shape, dtype=torch.float32, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
+
+
 def _predict_into(
     samples: np.ndarray,
     predictor: Predictor,
@@ -872,38 +1068,78 @@ def _predict_into(
     progress: Callable[[float], None] | None,
     should_stop: Callable[[], bool] | None,
 ) -> None:
-    """Run every tile of ``grid`` and write each core's pooled ``(K, step, step)`` block into ``samples``."""
+    """Run every tile of ``grid`` and write each core's pooled ``(K, step, step)`` block into ``samples``.
+
+    On a GPU nothing waits: batch n+1 is copied up (pinned memory, a copy
+    stream) and its passes queued before batch n's results, copied down
+    asynchronously, are written into ``samples``.  On the CPU each batch is
+    written as soon as it is done.
+    """
     n_cores = len(grid.cores)
-    lvl = grid.level_shape
-    k = predictor.n_samples
-    done = 0
     o, c, f = grid.overlap, grid.core, grid.factor
-    step = c // f
     dev = predictor.device
-    batches = _batches(slide, grid, options.level_downsample, options.batch_size, options.prefetch,
-                       pin=dev.type == "cuda")
-    with torch.inference_mode():
+    cuda = dev.type == "cuda"
+    ticker = _Ticker(n_cores, options.poll_s, progress, should_stop, str(slide.path))
+    lvl = grid.level_shape
+    edge = (grid.cores[:, 0] + c > lvl[0]) | (grid.cores[:, 1] + c > lvl[1]) if n_cores else np.zeros(0, dtype=bool)
+    copy_stream = torch.cuda.Stream(dev) if cuda else None
+    behind: _Pooled | None = None  # the GPU's previous batch, not yet written
+    start = 0
+    batches = _batches(
+        slide,
+        grid,
+        options.level_downsample,
+        options.batch_size,
+        options.prefetch,
+        pin=cuda,
+        decode_threads=options.decode_threads,
+        waiting=ticker,
+        poll_s=min(options.poll_s, 0.1),
+    )
+    # closing: a cancel or an error stops and joins the reader before it leaves here (a
+    # traceback would otherwise keep the generator, and so the reader thread, alive).
+    with torch.inference_mode(), contextlib.closing(batches):
         for cores, tiles in batches:
-            if should_stop is not None and should_stop():
-                raise InferenceCancelled(f"{slide.path}: inference stopped after {done} of {n_cores} tiles")
+            ticker.check()
+            ticker.running = len(cores)
             # (B, T, T, 3) uint8 -> (B, 3, T, T) float in [0, 1]: a permuted view is NHWC
             # (channels_last) already, and the division happens on the device.
-            host = torch.from_numpy(tiles) if isinstance(tiles, np.ndarray) else tiles
-            batch = host.to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-            probs = predictor.predict(batch)  # (K, B, T, T)
+            if copy_stream is not None:
+                with torch.cuda.stream(copy_stream):
+                    up = tiles.to(dev, non_blocking=True)
+                torch.cuda.current_stream(dev).wait_stream(copy_stream)
+                up.record_stream(torch.cuda.current_stream(dev))
+            else:
+                up = tiles.to(dev)
+            batch = up.permute(0, 3, 1, 2).float().div_(255.0)
+            if isinstance(predictor, EnsemblePredictor):
+                probs = predictor.predict(batch, tick=ticker)  # (K, B, T, T)
+            else:
+                probs = predictor.predict(batch)
             core = probs[:, :, o : o + c, o : o + c]
-            pooled = F.avg_pool2d(core.reshape(-1, 1, c, c), f).reshape(k, len(cores), step, step) if f > 1 else core
-            pooled_np = pooled.float().cpu().numpy()
-            for b, (top, left) in enumerate(cores):
-                r0, c0 = int(top) // f, int(left) // f
-                valid_h, valid_w = min(c, lvl[0] - int(top)), min(c, lvl[1] - int(left))
-                if valid_h == c and valid_w == c:
-                    samples[:, r0 : r0 + step, c0 : c0 + step] = pooled_np[:, b]
-                else:
-                    # A core over the grid's edge: average only the analysis pixels on the grid.
-                    part = core[:, b, :valid_h, :valid_w].float().cpu().numpy()
-                    block = _pool_partial(part, f)
-                    samples[:, r0 : r0 + block.shape[1], c0 : c0 + block.shape[2]] = block
-            done += len(cores)
-            if progress is not None:
-                progress(done / n_cores if n_cores else 1.0)
+            k = core.shape[0]
+            pooled = (
+                F.avg_pool2d(core.reshape(-1, 1, c, c), f).reshape(k, len(cores), c // f, c // f) if f > 1 else core
+            )
+            edge_index = np.flatnonzero(edge[start : start + len(cores)]).tolist()
+            done = _Pooled(
+                cores=cores,
+                pooled=_to_host(pooled, cuda),
+                edges=_to_host(core[:, edge_index], cuda) if edge_index else None,
+                edge_index=edge_index,
+                ready=None,
+            )
+            start += len(cores)
+            if cuda:
+                done.ready = torch.cuda.Event()
+                done.ready.record(torch.cuda.current_stream(dev))
+                if behind is not None:
+                    behind.write(samples, grid)
+                    ticker.batch_done(len(behind.cores))
+                behind = done
+            else:
+                done.write(samples, grid)
+                ticker.batch_done(len(cores))
+        if behind is not None:
+            behind.write(samples, grid)
+            ticker.batch_done(len(behind.cores))

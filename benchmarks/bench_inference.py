@@ -62,10 +62,12 @@ def naive(
     tile: int,
     overlap: int,
     channels_last: bool = False,
+    device: str = "cpu",
 ) -> np.ndarray:
     """Each member on every tile, one tile at a time: (K, H', W') float32.
 
-    PyTorch's default NCHW layout unless ``channels_last`` (for the breakdown).
+    PyTorch's default NCHW layout unless ``channels_last`` (for the breakdown);
+    the members must be on ``device`` already, each tile goes there and back.
     """
     slide = open_slide(slide_path)
     grid_shape = level_shape(slide, level)
@@ -79,11 +81,11 @@ def naive(
             image = read_region(
                 slide, level_downsample=level, left=int(left) - overlap, top=int(top) - overlap, width=tile, height=tile
             )
-            x = torch.from_numpy(image).permute(2, 0, 1).contiguous()[None].float() / 255.0
+            x = torch.from_numpy(image).permute(2, 0, 1).contiguous()[None].to(device).float() / 255.0
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.no_grad():
-                p = tumor_probability(model, x)[0, overlap : overlap + core, overlap : overlap + core].numpy()
+                p = tumor_probability(model, x)[0, overlap : overlap + core, overlap : overlap + core].cpu().numpy()
             valid_h, valid_w = min(core, grid_shape[0] - int(top)), min(core, grid_shape[1] - int(left))
             p = p[:valid_h, :valid_w].astype(np.float64)
             # Block means over the heatmap grid, partial blocks at the edge averaging what they hold.
