@@ -348,10 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.clients} clients, cold pass, each configuration on a fresh server; "
               f"{args.repeat} run(s) of each, the best p50 shown\n")
         print(f"{'workers':>7} {'threads':>7} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'tiles/s':>8} "
-              f"{'p50/floor':>10} {'tput/floor':>10}")
+              f"{'p50/floor':>10} {'tput/floor':>10}  p50 of each run")
         for (workers, threads), runs in grid.items():
             best = min(runs, key=lambda run: _percentiles(run[0])[0])
-            print(_row(f"{workers:7d} {threads:7d}", best, floor))
+            each = " ".join(f"{_percentiles(run[0])[0] * 1e3:.1f}" for run in runs)
+            print(_row(f"{workers:7d} {threads:7d}", best, floor) + f"  {each}")
         print(_row(f"{'getTile (floor)':>15}", floor))
         return 0
     print(f"server: gunicorn {workers_grid[0]} workers x {threads_grid[0]} threads\n")

@@ -4,10 +4,12 @@ Specification, and everything it names against the project."""
 from __future__ import annotations
 
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,3 +78,21 @@ def test_every_environment_variable_is_read_by_the_project() -> None:
     unknown = named - known
     assert not unknown, f"compose or .env.example name variables nothing reads: {sorted(unknown)}"
     assert "SECRET_KEY" in named and "DATABASE_URL" in named
+
+
+def test_gunicorn_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = DOCKER / "gunicorn.conf.py"
+    assert "--config gunicorn.conf.py" in (DOCKER / "entrypoint.sh").read_text()
+    assert "COPY docker/gunicorn.conf.py ./" in (DOCKER / "Dockerfile").read_text()
+    monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
+    monkeypatch.delenv("GUNICORN_THREADS", raising=False)
+    defaults = runpy.run_path(str(conf))
+    assert defaults["worker_class"] == "gthread"
+    assert (defaults["workers"], defaults["threads"]) == (2 * defaults["cores"], 8)
+    monkeypatch.setenv("GUNICORN_WORKERS", "3")
+    monkeypatch.setenv("GUNICORN_THREADS", "5")
+    chosen = runpy.run_path(str(conf))
+    assert (chosen["workers"], chosen["threads"]) == (3, 5)
+    monkeypatch.setenv("GUNICORN_THREADS", "0")
+    with pytest.raises(SystemExit, match="GUNICORN_THREADS"):
+        runpy.run_path(str(conf))
