@@ -22,6 +22,10 @@ pass reads it again (large-image's tile cache then answers). Measured with 1
 client (the per-request latency) and with 16. Printed: p50 / p95 / mean latency
 and throughput of each, and the ratios.
 
+large-image's tile cache holds (memory / 32) / 512 KiB tiles per process
+(1,506 on a 23.5 GiB machine), least recently used first out: a list longer
+than that leaves the warm pass about as cold as the first.
+
 Each client keeps its connection for both passes, so with 1 client the warm
 pass reaches the worker process whose cache the cold pass filled. With several
 workers and 16 clients a tile of the warm pass may reach another worker than
@@ -43,6 +47,23 @@ server; ``--repeat 2`` runs the grid again in reverse order, so that a change in
 the machine's load favours neither end of it. The floor (getTile, same
 clients, cold) runs once. This is how docker/gunicorn.conf.py's defaults were
 chosen (its docstring has the table).
+
+Measured 2026-12-02 on 2 cores shared with other work (one run each, noisy):
+2,000 tiles of the 16,096 of the three finest levels of a 98,000 x 8,192 band
+of the Camelyon-size slide through the macro- and micro-metastasis (``python -m
+analysis.synthetic large var/large-band --rows 111872 120064``; its tiles pass
+through without re-encoding), gunicorn 4 workers x 8 threads::
+
+    clients  pass   endpoint p50 / mean ms   getTile p50 / mean ms   p50 ratio  mean ratio  throughput
+          1  cold        5.1 / 5.3                1.9 / 1.9               2.7x        2.8x       0.36x
+          1  warm        5.0 / 5.2                1.6 / 1.7               3.2x        3.2x       0.32x
+         16  cold       36.6 / 40.2               2.2 / 28.5             16.5x        1.4x       0.72x
+         16  warm       29.0 / 31.4               2.0 / 6.3              14.4x        5.0x       0.94x
+
+With 16 threads the floor's p50 is that of the GIL convoy (its mean is 13x its
+p50): the endpoint's mean is within 1.4x of getTile's and its throughput 0.72x,
+cold. With 1 client the endpoint adds about 3 ms a tile (HTTP, Django, the
+client) to getTile's 2.
 
 Run (starts embedded PostgreSQL when DATABASE_URL is not set)::
 
