@@ -1,18 +1,30 @@
 """Benchmark: DeepZoom tiles through the Django endpoint vs large-image's ``getTile`` called directly.
 
-A synthetic pyramidal TIFF (JPEG tiles) is stored as a slide; a real server
-(gunicorn, gthread workers: by default one process per CPU, 8 threads each)
-serves ``/api/slides/{id}/dzi_files/...`` to 16 concurrent clients (threads,
-one keep-alive HTTP connection each, token authentication). Every request
+A pyramidal TIFF (JPEG tiles) is stored as a slide: a synthetic one rendered
+here (``--size``, 8192 square by default) or an existing file (``--slide``, a
+band of the Camelyon-size slide, say). A real server (gunicorn with production's
+settings, docker/gunicorn.conf.py: gthread workers, as many and with as many
+threads as it chooses unless ``--workers`` / ``--threads`` say otherwise) serves
+``/api/slides/{id}/dzi_files/...`` to 16 concurrent clients (threads, one
+keep-alive HTTP connection each, token authentication). Every request
 checks the caller's membership in the slide's project: from Django's cache
 (local memory per process, for SLIDE_IMAGE_ACCESS_CACHE_SECONDS), from the
 database when it misses. The floor is the same tile list read by ``getTile``
-in this process with the same threads. Both start cold (a fresh server, a
-fresh source and tile cache) and read every tile of the three finest levels
-once, in the same shuffled order; a second, warm pass reads them again
-(large-image's tile cache then answers). Measured with 1 client (the
-per-request latency) and with 16. Printed: p50 / p95 / mean latency and
-throughput of each, and the ratios.
+in this process with the same threads.
+
+The tile list: ``--tiles`` tiles (2,000) drawn at random from all the tiles of
+the three finest DeepZoom levels, so each level comes in its share (about 4/7,
+2/7 and 1/7), or all of them when there are fewer (the 8192^2 slide has 1,344;
+a Camelyon slide's three finest levels have about 400,000, a 98,000 x 8,192
+band of it about 16,000). Both start cold (a fresh server, a fresh source and
+tile cache) and read the list once, in the same random order; a second, warm
+pass reads it again (large-image's tile cache then answers). Measured with 1
+client (the per-request latency) and with 16. Printed: p50 / p95 / mean latency
+and throughput of each, and the ratios.
+
+large-image's tile cache holds (memory / 32) / 512 KiB tiles per process
+(1,506 on a 23.5 GiB machine), least recently used first out: a list longer
+than that leaves the warm pass about as cold as the first.
 
 Each client keeps its connection for both passes, so with 1 client the warm
 pass reaches the worker process whose cache the cold pass filled. With several
@@ -28,17 +40,46 @@ thread that holds it runs many getTile calls back to back while the others
 wait (p50 well under a millisecond, p95 tens of milliseconds), so compare the
 mean and the throughput there as well.
 
+``--sweep`` (or several values of ``--workers`` or ``--threads``; ``--sweep``
+alone: workers 1, 2, 4 x threads 4, 8, 16) serves the same list to
+``--clients`` clients with every combination, cold pass only, each on a fresh
+server; ``--repeat 2`` runs the grid again in reverse order, so that a change in
+the machine's load favours neither end of it. The floor (getTile, same
+clients, cold) runs once. This is how docker/gunicorn.conf.py's defaults were
+chosen (its docstring has the table).
+
+Measured 2026-12-02 on 2 cores shared with other work (one run each, noisy):
+2,000 tiles of the 16,096 of the three finest levels of a 98,000 x 8,192 band
+of the Camelyon-size slide through the macro- and micro-metastasis (``python -m
+analysis.synthetic large var/large-band --rows 111872 120064``; its tiles pass
+through without re-encoding), gunicorn 4 workers x 8 threads::
+
+    clients  pass   endpoint p50 / mean ms   getTile p50 / mean ms   p50 ratio  mean ratio  throughput
+          1  cold        5.1 / 5.3                1.9 / 1.9               2.7x        2.8x       0.36x
+          1  warm        5.0 / 5.2                1.6 / 1.7               3.2x        3.2x       0.32x
+         16  cold       36.6 / 40.2               2.2 / 28.5             16.5x        1.4x       0.72x
+         16  warm       29.0 / 31.4               2.0 / 6.3              14.4x        5.0x       0.94x
+
+With 16 threads the floor's p50 is that of the GIL convoy (its mean is 13x its
+p50): the endpoint's mean is within 1.4x of getTile's and its throughput 0.72x,
+cold. With 1 client the endpoint adds about 3 ms a tile (HTTP, Django, the
+client) to getTile's 2.
+
 Run (starts embedded PostgreSQL when DATABASE_URL is not set)::
 
-    .venv/bin/python benchmarks/bench_tiles.py [--size 8192] [--clients 16] [--workers N] [--threads 8]
+    .venv/bin/python benchmarks/bench_tiles.py [--size 8192 | --slide PATH] [--tiles 2000] [--clients 16]
+        [--workers N ...] [--threads N ...] [--sweep] [--repeat 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import http.client
+import itertools
 import os
 import random
+import runpy
 import shutil
 import socket
 import statistics
@@ -47,13 +88,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+#: gunicorn's production settings (docker/entrypoint.sh starts the web server with them).
+GUNICORN_CONF = ROOT / "docker" / "gunicorn.conf.py"
+#: The grid ``--sweep`` measures when ``--workers`` and ``--threads`` give one value each.
+SWEEP_WORKERS = (1, 2, 4)
+SWEEP_THREADS = (4, 8, 16)
+
+#: A DeepZoom tile: (level, column, row).
+Job = tuple[int, int, int]
+#: Latencies (s), wall time (s) and bytes of one pass.
+Pass = tuple[list[float], float, int]
 
 
 def _free_port() -> int:
@@ -67,8 +119,26 @@ def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-def _run(jobs: Sequence[tuple[int, int, int]], clients: int,
-         fetchers: Sequence[Callable[[tuple[int, int, int]], int]]) -> tuple[list[float], float, int]:
+def sample_tiles(grids: Sequence[tuple[int, int, int]], n: int, *, seed: int = 0) -> list[Job]:
+    """``n`` different tiles drawn uniformly from all the tiles of ``grids``, in random order.
+
+    ``grids``: (level, columns, rows) of each level. All the tiles (shuffled) when
+    there are ``n`` or fewer. Tiles are numbered level by level, column by column,
+    and only the drawn numbers are turned into tiles: a Camelyon slide's 400,000
+    are never listed.
+    """
+    sizes = [cols * rows for _, cols, rows in grids]
+    starts = list(itertools.accumulate(sizes, initial=0))
+    jobs = []
+    for number in random.Random(seed).sample(range(starts[-1]), min(n, starts[-1])):
+        k = bisect.bisect_right(starts, number) - 1
+        level, _, rows = grids[k]
+        col, row = divmod(number - starts[k], rows)
+        jobs.append((level, col, row))
+    return jobs
+
+
+def _run(jobs: Sequence[Job], clients: int, fetchers: Sequence[Callable[[Job], int]]) -> Pass:
     """Fetch every job once with ``clients`` threads, each using one of ``fetchers`` (one per client).
 
     Returns latencies (s), wall time (s) and bytes. The fetchers outlive a pass, so an HTTP client keeps
@@ -80,7 +150,7 @@ def _run(jobs: Sequence[tuple[int, int, int]], clients: int,
     lock = threading.Lock()
     total = [0]
 
-    def one(job: tuple[int, int, int]) -> None:
+    def one(job: Job) -> None:
         if not hasattr(local, "fetch"):
             with lock:
                 local.fetch = free.pop()
@@ -97,20 +167,122 @@ def _run(jobs: Sequence[tuple[int, int, int]], clients: int,
     return latencies, time.perf_counter() - start, total[0]
 
 
+@contextmanager
+def serving(workers: int, threads: int) -> Iterator[int]:
+    """A fresh gunicorn with production's settings and these workers and threads; yields its port."""
+    port = _free_port()
+    # Keep-alive as long as a run: each client keeps its connection (and worker) from the cold pass to the warm.
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "sua_portal.wsgi:application", "-c", str(GUNICORN_CONF),
+         "-b", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+         "--keep-alive", "30", "--log-level", "warning"],
+        cwd=ROOT, env=dict(os.environ),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def _endpoint_fetchers(port: int, slide_id: int, headers: dict[str, str], clients: int,
+                       warm_up: int) -> list[Callable[[Job], int]]:
+    """One fetcher (one keep-alive connection) per client, after ``warm_up`` descriptor requests."""
+    for _ in range(warm_up):
+        # Each on a new connection, so that the workers open the slide before the clock starts.
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", f"/api/slides/{slide_id}/dzi.dzi", headers=headers)
+        conn.getresponse().read()
+        conn.close()
+
+    def fetcher() -> Callable[[Job], int]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+        def fetch(job: Job) -> int:
+            level, col, row = job
+            conn.request("GET", f"/api/slides/{slide_id}/dzi_files/{level}/{col}_{row}.jpeg", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"tile {job}: HTTP {response.status} {body[:200]!r}")
+            return len(body)
+
+        return fetch
+
+    return [fetcher() for _ in range(clients)]
+
+
+def _floor_fetchers(stored: Path, clients: int) -> list[Callable[[Job], int]]:
+    """``getTile`` in this process, one fresh source (noCache: its own, empty tile cache) shared by the clients."""
+    import large_image
+
+    from sua_portal.slides import tiles
+
+    source = large_image.open(str(stored), encoding="JPEG", jpegQuality=tiles.JPEG_QUALITY, noCache=True)
+    offset = tiles.DeepZoom(source).offset
+
+    def fetch(job: Job) -> int:
+        level, col, row = job
+        return len(bytes(source.getTile(col, row, level - offset)))
+
+    return [fetch] * clients
+
+
+def _row(label: str, run: Pass, floor: Pass | None = None) -> str:
+    latencies, wall, _ = run
+    p50, p95 = _percentiles(latencies)
+    text = f"{label} {p50 * 1e3:8.2f} {p95 * 1e3:8.2f} {statistics.fmean(latencies) * 1e3:8.2f} {len(latencies) / wall:8.0f}"
+    if floor is not None:
+        text += f" {p50 / _percentiles(floor[0])[0]:9.1f}x {floor[1] / wall:9.2f}x"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=8192, help="slide width and height in pixels")
+    slide_args = parser.add_mutually_exclusive_group()
+    slide_args.add_argument("--size", type=int, default=8192, help="width and height of the synthetic slide (px)")
+    slide_args.add_argument("--slide", type=Path, help="serve this slide file instead of a synthetic one")
+    parser.add_argument("--tiles", type=int, default=2000, help="tiles drawn from the finest levels (all if fewer)")
     parser.add_argument("--clients", type=int, default=16)
-    # One gthread worker process per CPU: Python runs one thread at a time per process (the GIL).
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
+    parser.add_argument("--workers", type=int, nargs="+", help="gunicorn worker processes (default: production's)")
+    parser.add_argument("--threads", type=int, nargs="+", help="threads per worker (default: production's)")
+    parser.add_argument("--sweep", action="store_true", help="every workers x threads, cold, at --clients clients")
+    parser.add_argument("--repeat", type=int, default=1, help="sweep runs (every other one in reverse order)")
     parser.add_argument("--levels", type=int, default=3, help="finest DeepZoom levels to read")
     args = parser.parse_args(argv)
+    if args.slide is not None and not args.slide.is_file():
+        parser.error(f"--slide {args.slide}: no such file")
+    if args.tiles < 1 or args.clients < 1 or args.repeat < 1 or args.levels < 1:
+        parser.error("--tiles, --clients, --repeat and --levels must be at least 1")
+    if any(n < 1 for n in (args.workers or []) + (args.threads or [])):
+        parser.error("--workers and --threads must be at least 1")
+    sweep = args.sweep or len(args.workers or []) > 1 or len(args.threads or []) > 1
 
     if not os.environ.get("DATABASE_URL"):
         # Same services as the tests: let devenv start embedded PostgreSQL and Redis, then run again.
         return subprocess.call([sys.executable, str(ROOT / "scripts" / "devenv.py"), "run", "--",
                                 sys.executable, __file__, *(argv or sys.argv[1:])], cwd=ROOT)
+
+    production = runpy.run_path(str(GUNICORN_CONF))
+    if sweep:
+        workers_grid = args.workers if args.workers and len(args.workers) > 1 else list(SWEEP_WORKERS)
+        threads_grid = args.threads if args.threads and len(args.threads) > 1 else list(SWEEP_THREADS)
+    else:
+        workers_grid = args.workers or [int(production["workers"])]
+        threads_grid = args.threads or [int(production["threads"])]
 
     work = Path(tempfile.mkdtemp(prefix="bench-tiles-"))
     os.environ.setdefault("SECRET_KEY", "bench-tiles-secret-key")
@@ -131,9 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sua_portal.slides.models import Cohort
 
     call_command("migrate", verbosity=0)
-    print(f"Rendering a {args.size} x {args.size} synthetic slide ...", flush=True)
-    slide_path = work / "bench.tiff"
-    generate_slide(SlideSpec(seed=7, width=args.size, height=args.size, mpp=0.5, tile_size=256), slide_path)
+    if args.slide is not None:
+        slide_path = args.slide
+    else:
+        print(f"Rendering a {args.size} x {args.size} synthetic slide ...", flush=True)
+        slide_path = work / "bench.tiff"
+        generate_slide(SlideSpec(seed=7, width=args.size, height=args.size, mpp=0.5, tile_size=256), slide_path)
 
     from django.contrib.auth import get_user_model
 
@@ -144,101 +319,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     token, _ = Token.objects.get_or_create(user=user)
     Cohort.objects.filter(project=project).delete()
     cohort = Cohort.objects.create(project=project, name="bench", split="test")
-    slide = services.store_slide(cohort, slide_path, filename="bench.tiff", queue_check=False)
-    services.check_slide(slide.pk)
-    stored = services.local_path(slide)
-
-    zoom = tiles.DeepZoom(large_image.open(str(stored), encoding="JPEG", jpegQuality=tiles.JPEG_QUALITY,
-                                           noCache=True))
-    jobs = [
-        (level, col, row)
-        for level in range(zoom.max_level - args.levels + 1, zoom.max_level + 1)
-        for col in range(zoom.tile_grid(level)[0])
-        for row in range(zoom.tile_grid(level)[1])
-    ]
-    random.Random(0).shuffle(jobs)
-    del zoom
-
-    def serve() -> tuple[subprocess.Popen[bytes], int]:
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "sua_portal.wsgi:application", "-b", f"127.0.0.1:{port}",
-             "-k", "gthread", "--workers", str(args.workers), "--threads", str(args.threads),
-             "--keep-alive", "30", "--log-level", "warning"],
-            cwd=ROOT, env=dict(os.environ),
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return server, port
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    server.kill()
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.2)
-
     headers = {"Authorization": f"Token {token.key}"}
-    results: dict[tuple[int, str, str], tuple[list[float], float, int]] = {}
+    results: dict[tuple[int, str, str], Pass] = {}
+    grid: dict[tuple[int, int], list[Pass]] = {}
     try:
-        for clients in sorted({1, args.clients}):
-            # A fresh server (cold caches) per setting, warmed up on the descriptor only.
-            server, port = serve()
-            try:
-                for _ in range(args.workers * args.threads):
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-                    conn.request("GET", f"/api/slides/{slide.pk}/dzi.dzi", headers=headers)
-                    conn.getresponse().read()
+        slide = services.store_slide(cohort, slide_path, filename=slide_path.name, queue_check=False)
+        services.check_slide(slide.pk)
+        stored = services.local_path(slide)
+        zoom = tiles.DeepZoom(large_image.open(str(stored), encoding="JPEG", jpegQuality=tiles.JPEG_QUALITY,
+                                               noCache=True))
+        levels = range(max(0, zoom.max_level - args.levels + 1), zoom.max_level + 1)
+        grids = [(level, *zoom.tile_grid(level)) for level in levels]
+        jobs = sample_tiles(grids, args.tiles)
+        width, height, tile_size = zoom.width, zoom.height, zoom.tile_size
+        del zoom
 
-                def http_fetcher(port: int = port) -> Callable[[tuple[int, int, int]], int]:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-                    def fetch(job: tuple[int, int, int]) -> int:
-                        level, col, row = job
-                        conn.request("GET", f"/api/slides/{slide.pk}/dzi_files/{level}/{col}_{row}.jpeg",
-                                     headers=headers)
-                        response = conn.getresponse()
-                        body = response.read()
-                        if response.status != 200:
-                            raise RuntimeError(f"tile {job}: HTTP {response.status} {body[:200]!r}")
-                        return len(body)
-
-                    return fetch
-
-                endpoint_fetchers = [http_fetcher() for _ in range(clients)]
+        if sweep:
+            order = list(itertools.product(workers_grid, threads_grid))
+            for attempt in range(args.repeat):
+                for workers, threads in order if attempt % 2 == 0 else order[::-1]:
+                    with serving(workers, threads) as port:
+                        fetchers = _endpoint_fetchers(port, slide.pk, headers, args.clients, workers * threads)
+                        grid.setdefault((workers, threads), []).append(_run(jobs, args.clients, fetchers))
+                    print(f"  {workers} workers x {threads} threads: done", flush=True)
+            results[(args.clients, "getTile", "cold")] = _run(jobs, args.clients, _floor_fetchers(stored, args.clients))
+        else:
+            workers, threads = workers_grid[0], threads_grid[0]
+            for clients in sorted({1, args.clients}):
+                # A fresh server (cold caches) per setting, warmed up on the descriptor only.
+                with serving(workers, threads) as port:
+                    fetchers = _endpoint_fetchers(port, slide.pk, headers, clients, workers * threads)
+                    for phase in ("cold", "warm"):
+                        results[(clients, "endpoint", phase)] = _run(jobs, clients, fetchers)
+                fetchers = _floor_fetchers(stored, clients)
                 for phase in ("cold", "warm"):
-                    results[(clients, "endpoint", phase)] = _run(jobs, clients, endpoint_fetchers)
-            finally:
-                server.terminate()
-                server.wait(timeout=20)
-            # The floor: a fresh source (noCache: its own, empty tile cache) in this process.
-            source = large_image.open(str(stored), encoding="JPEG", jpegQuality=tiles.JPEG_QUALITY, noCache=True)
-            offset = tiles.DeepZoom(source).offset
-
-            def direct_fetcher(source: Any = source, offset: int = offset) -> Callable[[tuple[int, int, int]], int]:
-                def fetch(job: tuple[int, int, int]) -> int:
-                    level, col, row = job
-                    return len(bytes(source.getTile(col, row, level - offset)))
-
-                return fetch
-
-            direct_fetchers = [direct_fetcher() for _ in range(clients)]
-            for phase in ("cold", "warm"):
-                results[(clients, "getTile", phase)] = _run(jobs, clients, direct_fetchers)
+                    results[(clients, "getTile", phase)] = _run(jobs, clients, fetchers)
     finally:
         Cohort.objects.filter(project=project).delete()
         project.delete()
         user.delete()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"\n{len(jobs)} tiles of the {args.levels} finest DeepZoom levels of a {args.size}^2 slide "
-          f"(256 px JPEG tiles); server: gunicorn {args.workers} workers x {args.threads} threads, "
-          f"{os.cpu_count()} CPUs\n")
+    mix = ", ".join(f"{sum(1 for job in jobs if job[0] == level)} of level {level}" for level in levels)
+    print(f"\n{len(jobs)} tiles ({mix}) of the {len(grids)} finest DeepZoom levels "
+          f"({sum(cols * rows for _, cols, rows in grids)} tiles) of a {width} x {height} slide "
+          f"({tile_size} px JPEG tiles); {os.cpu_count()} CPUs")
+    if sweep:
+        floor = results[(args.clients, "getTile", "cold")]
+        print(f"{args.clients} clients, cold pass, each configuration on a fresh server; "
+              f"{args.repeat} run(s) of each, the best p50 shown\n")
+        print(f"{'workers':>7} {'threads':>7} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'tiles/s':>8} "
+              f"{'p50/floor':>10} {'tput/floor':>10}  p50 of each run")
+        for (workers, threads), runs in grid.items():
+            best = min(runs, key=lambda run: _percentiles(run[0])[0])
+            each = " ".join(f"{_percentiles(run[0])[0] * 1e3:.1f}" for run in runs)
+            print(_row(f"{workers:7d} {threads:7d}", best, floor) + f"  {each}")
+        print(_row(f"{'getTile (floor)':>15}", floor))
+        return 0
+    print(f"server: gunicorn {workers_grid[0]} workers x {threads_grid[0]} threads\n")
     print(f"{'clients':>7} {'':9} {'pass':5} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'tiles/s':>8}")
-    for (clients, name, phase), (latencies, wall, _) in results.items():
-        p50, p95 = _percentiles(latencies)
-        print(f"{clients:7d} {name:9} {phase:5} {p50 * 1e3:8.2f} {p95 * 1e3:8.2f} "
-              f"{statistics.fmean(latencies) * 1e3:8.2f} {len(latencies) / wall:8.0f}")
+    for (clients, name, phase), run in results.items():
+        print(_row(f"{clients:7d} {name:9} {phase:5}", run))
     print()
     for clients in sorted({1, args.clients}):
         for phase in ("cold", "warm"):

@@ -4,7 +4,8 @@ set -e
 case "$1" in
   web)
     python manage.py migrate --noinput
-    exec gunicorn sua_portal.wsgi:application --bind 0.0.0.0:8000 --workers "${WEB_CONCURRENCY:-4}" --timeout 120
+    # Workers, threads and timeout: gunicorn.conf.py (GUNICORN_WORKERS, GUNICORN_THREADS), chosen by measurement.
+    exec gunicorn sua_portal.wsgi:application --config gunicorn.conf.py --bind 0.0.0.0:8000
     ;;
   worker-cpu)
     exec celery -A sua_portal worker -Q cpu -c "${WORKER_CONCURRENCY:-2}" -n cpu@%h -l INFO

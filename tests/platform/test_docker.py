@@ -4,10 +4,12 @@ Specification, and everything it names against the project."""
 from __future__ import annotations
 
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,3 +94,21 @@ def test_the_web_and_the_workers_share_no_disk_and_keep_slides_in_object_storage
         assert int(environment["SLIDE_CACHE_MAX_BYTES"].split(":-")[-1].rstrip("}")) > 0
     assert "minio" in services and services["web"]["depends_on"]["minio-bucket"] == {
         "condition": "service_completed_successfully"}
+
+
+def test_gunicorn_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = DOCKER / "gunicorn.conf.py"
+    assert "--config gunicorn.conf.py" in (DOCKER / "entrypoint.sh").read_text()
+    assert "COPY docker/gunicorn.conf.py ./" in (DOCKER / "Dockerfile").read_text()
+    monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
+    monkeypatch.delenv("GUNICORN_THREADS", raising=False)
+    defaults = runpy.run_path(str(conf))
+    assert defaults["worker_class"] == "gthread"
+    assert (defaults["workers"], defaults["threads"]) == (2 * defaults["cores"], 8)
+    monkeypatch.setenv("GUNICORN_WORKERS", "3")
+    monkeypatch.setenv("GUNICORN_THREADS", "5")
+    chosen = runpy.run_path(str(conf))
+    assert (chosen["workers"], chosen["threads"]) == (3, 5)
+    monkeypatch.setenv("GUNICORN_THREADS", "0")
+    with pytest.raises(SystemExit, match="GUNICORN_THREADS"):
+        runpy.run_path(str(conf))
