@@ -397,14 +397,19 @@ def _caller_id_key(credential_key: str) -> str:
     return f"{credential_key}:id"
 
 
+def _remember_caller(credential_key: str, answer: Any, user_id: int) -> None:
+    """Cache an authenticator's ``answer`` for these credentials, and beside it the caller's id alone."""
+    _remember(credential_key, answer)
+    _remember(_caller_id_key(credential_key), user_id)
+
+
 class _CachedTokenAuthentication(PersonalTokenAuthentication):
     def authenticate_credentials(self, key: str) -> tuple[Any, Any]:
         hit = cache.get(_token_key(key))
         if hit is not None:
             return cast(tuple[Any, Any], hit)
         result = super().authenticate_credentials(key)
-        _remember(_token_key(key), result)
-        _remember(_caller_id_key(_token_key(key)), result[0].pk)
+        _remember_caller(_token_key(key), result, result[0].pk)
         return result
 
 
@@ -417,8 +422,7 @@ class _CachedSessionAuthentication(SessionAuthentication):
             return (hit, None)
         result = super().authenticate(request)
         if result is not None and key:
-            _remember(_session_key(key), result[0])
-            _remember(_caller_id_key(_session_key(key)), result[0].pk)
+            _remember_caller(_session_key(key), result[0], result[0].pk)
         return result
 
 
