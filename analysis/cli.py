@@ -40,24 +40,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-import numpy as np
 from tqdm import tqdm
 
 from analysis import defaults
 from analysis.bundle import write_bundle
 from analysis.evaluation import (
     EvaluationSettings,
-    Progress,
-    SlideArrays,
-    SlideInput,
-    check_slides,
-    load_slide,
-    run_evaluation,
 )
-from analysis.io import InputError, read_heatmap, read_members, read_truth_mask
-from analysis.manifest import ManifestSlide, read_manifest
+from analysis.io import InputError
+from analysis.manifest import evaluate_manifest, read_manifest
 from analysis.sua import check_range, parse_aggregate
-from analysis.uncertainty import UNCERTAINTY_METHODS, binary_entropy, uncertainty_map
+from analysis.uncertainty import UNCERTAINTY_METHODS
 
 __all__ = ["main", "read_manifest"]
 
@@ -196,40 +189,6 @@ def _parser() -> _Parser:
     return parser
 
 
-def _loader(slide: ManifestSlide, method: str) -> Callable[[], SlideArrays]:
-    """Read one slide's maps; called once to check and once to evaluate."""
-
-    def load() -> SlideArrays:
-        d = slide.downsample
-        segmentation = None
-        if slide.segmentation is not None:
-            segmentation = read_heatmap(slide.segmentation.path, downsample=d, key=slide.segmentation.key)
-        if slide.uncertainty is not None:
-            assert segmentation is not None  # read_manifest demands one or members
-            uncertainty = read_heatmap(slide.uncertainty.path, downsample=d, key=slide.uncertainty.key)
-        elif slide.members is not None:
-            members = read_members(slide.members)
-            if segmentation is not None and members.shape[1:] != segmentation.shape:
-                raise InputError(
-                    f"{slide.members}: members shape {tuple(members.shape[1:])} != "
-                    f"segmentation shape {segmentation.shape}"
-                )
-            mean, uncertainty = uncertainty_map(members, method=method)
-            segmentation = mean if segmentation is None else segmentation
-        else:
-            assert segmentation is not None
-            uncertainty = binary_entropy(segmentation)
-        if uncertainty.shape != segmentation.shape:
-            raise InputError(f"uncertainty shape {uncertainty.shape} != segmentation shape {segmentation.shape}")
-        if slide.truth is None:
-            truth = np.zeros(segmentation.shape, dtype=bool)
-        else:
-            truth = read_truth_mask(slide.truth, shape=segmentation.shape, downsample=d)
-        return SlideArrays(segmentation, uncertainty, truth)
-
-    return load
-
-
 # --------------------------------------------------------------------------- running
 
 
@@ -292,34 +251,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     settings.check()
-    manifest = read_manifest(args.manifest, uncertainty=args.uncertainty)
-    slides = [
-        SlideInput(
-            id=s.id,
-            split=s.split,
-            domain=s.domain,
-            mpp=s.mpp,
-            downsample=s.downsample,
-            loader=_loader(s, args.uncertainty),
-        )
-        for s in manifest
-    ]
-    check_slides(slides)
     bars = _Bars(enabled=not args.no_progress)
-    progress: Progress = bars
     try:
-        # Read and check every slide before computing anything.
-        for done, slide in enumerate(slides, start=1):
-            load_slide(slide)
-            progress("check", done, len(slides))
-        evaluation = run_evaluation(slides, settings, progress=progress)
+        evaluation = evaluate_manifest(args.manifest, settings, progress=bars)
     finally:
         bars.close()
-    sources: dict[str, int] = {}
-    for s in manifest:
-        sources[s.uncertainty_source] = sources.get(s.uncertainty_source, 0) + 1
-    evaluation.report["settings"]["manifest"] = str(args.manifest)
-    evaluation.report["settings"]["uncertainty_sources"] = sources
     with _staging(args.out) as staging:
         write_report(evaluation, staging)
     print(f"wrote {args.out / 'report.json'}, {args.out / 'report.html'} and {args.out / 'report.pdf'}")

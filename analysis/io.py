@@ -266,6 +266,13 @@ def read_heatmap(path: str | Path, *, downsample: float | None = None, key: str 
     ((2, 3), dtype('float32'))
     """
     path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff") and _is_heatmap_tiff(path):
+        # Our own heatmap TIFF (the portal's and `sua infer`'s): level 0 is the heatmap grid and
+        # the description says its downsample, so there is no level to pick, only one to check.
+        heatmap, stored = read_heatmap_tiff(path)
+        if downsample is not None and not math.isclose(stored, downsample, rel_tol=1e-9):
+            raise InputError(f"{path}: a heatmap at downsample {stored:g}, not {downsample:g}")
+        return _to_unit_float(heatmap, path)
     array, axes = _read_raw(path, downsample=downsample, key=key)
     array = _squeeze_channels(array, axes, path)
     if array.ndim != 2:
@@ -592,6 +599,16 @@ def write_heatmap_tiff(
         for level in levels[1:]:
             tw.write(encode(level), subfiletype=1, metadata=None, **options)
     return path
+
+
+def _is_heatmap_tiff(path: Path) -> bool:
+    """Whether ``path`` is a TIFF written by :func:`write_heatmap_tiff` (its description says so)."""
+    try:
+        with tifffile.TiffFile(path) as tif:
+            meta = json.loads(tif.pages.first.description)
+    except (OSError, ValueError, TypeError, tifffile.TiffFileError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == _HEATMAP_FORMAT
 
 
 def read_heatmap_tiff(path: str | os.PathLike[str]) -> tuple[np.ndarray, float]:

@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from analysis import defaults
 from analysis.errors import InputError
+from analysis.evaluation import (
+    Evaluation,
+    EvaluationSettings,
+    Progress,
+    SlideArrays,
+    SlideInput,
+    check_slides,
+    load_slide,
+    run_evaluation,
+)
+from analysis.io import read_heatmap, read_members, read_truth_mask
+from analysis.uncertainty import binary_entropy, uncertainty_map
 
 
 @dataclass(frozen=True)
@@ -125,3 +140,78 @@ def read_manifest(path: Path, *, uncertainty: str = defaults.UNCERTAINTY) -> lis
             raise InputError(f"{where}: --uncertainty {uncertainty} needs ensemble 'members' or an 'uncertainty' file")
         slides.append(slide)
     return slides
+
+
+# --------------------------------------------------------------------------- evaluating a manifest
+
+
+def _loader(slide: ManifestSlide, method: str) -> Callable[[], SlideArrays]:
+    """Read one slide's maps on its analysis grid; called once to check and once to evaluate."""
+
+    def load() -> SlideArrays:
+        d = slide.downsample
+        segmentation = None
+        if slide.segmentation is not None:
+            segmentation = read_heatmap(slide.segmentation.path, downsample=d, key=slide.segmentation.key)
+        if slide.uncertainty is not None:
+            assert segmentation is not None  # read_manifest demands one or members
+            uncertainty = read_heatmap(slide.uncertainty.path, downsample=d, key=slide.uncertainty.key)
+        elif slide.members is not None:
+            members = read_members(slide.members)
+            if segmentation is not None and members.shape[1:] != segmentation.shape:
+                raise InputError(
+                    f"{slide.members}: members shape {tuple(members.shape[1:])} != "
+                    f"segmentation shape {segmentation.shape}"
+                )
+            mean, uncertainty = uncertainty_map(members, method=method)
+            segmentation = mean if segmentation is None else segmentation
+        else:
+            assert segmentation is not None
+            uncertainty = binary_entropy(segmentation)
+        if uncertainty.shape != segmentation.shape:
+            raise InputError(f"uncertainty shape {uncertainty.shape} != segmentation shape {segmentation.shape}")
+        if slide.truth is None:
+            truth = np.zeros(segmentation.shape, dtype=bool)
+        else:
+            truth = read_truth_mask(slide.truth, shape=segmentation.shape, downsample=d)
+        return SlideArrays(segmentation, uncertainty, truth)
+
+    return load
+
+
+def slide_inputs(manifest: list[ManifestSlide], *, uncertainty: str) -> list[SlideInput]:
+    """The manifest's slides as evaluation inputs that read their maps when their turn comes."""
+    return [
+        SlideInput(id=s.id, split=s.split, domain=s.domain, mpp=s.mpp, downsample=s.downsample,
+                   loader=_loader(s, uncertainty))
+        for s in manifest
+    ]
+
+
+def evaluate_manifest(path: Path, settings: EvaluationSettings, *, progress: Progress | None = None) -> Evaluation:
+    """What ``sua evaluate MANIFEST`` computes: every slide read and checked first, then the evaluation.
+
+    The portal's runs call this too, on a manifest of their stored heatmaps, so the web
+    and the command line give the same numbers.  The report's settings record the
+    manifest path and where each slide's uncertainty came from.
+
+    Raises
+    ------
+    analysis.errors.InputError
+        A bad manifest, setting or slide (named in the message).
+    """
+    settings.check()
+    manifest = read_manifest(path, uncertainty=settings.uncertainty)
+    slides = slide_inputs(manifest, uncertainty=settings.uncertainty)
+    check_slides(slides)
+    notify: Progress = progress or (lambda stage, done, total: None)
+    for done, slide in enumerate(slides, start=1):
+        load_slide(slide)
+        notify("check", done, len(slides))
+    evaluation = run_evaluation(slides, settings, progress=notify)
+    sources: dict[str, int] = {}
+    for s in manifest:
+        sources[s.uncertainty_source] = sources.get(s.uncertainty_source, 0) + 1
+    evaluation.report["settings"]["manifest"] = str(path)
+    evaluation.report["settings"]["uncertainty_sources"] = sources
+    return evaluation

@@ -29,6 +29,7 @@ import csv
 import html
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from matplotlib.figure import Figure
 
 from analysis.evaluation import PIXEL_BINS, DomainFigures, Evaluation, RangeFigures
 
-__all__ = ["FIGURES", "TABLES", "report_tables", "write_report"]
+__all__ = ["FIGURES", "TABLES", "TableCell", "report_table_cells", "report_tables", "write_report"]
 
 #: Table files, in the order the page shows them, with their captions.
 TABLES: dict[str, str] = {
@@ -65,18 +66,31 @@ _SUMMARY_KEYS = ("aggregate", "uncertainty", "fn_fraction", "beta", "bootstrap",
 # --------------------------------------------------------------------------- tables
 
 
-def _cell(block: dict[str, Any] | None, *, digits: int = 3) -> str:
-    """``mean (std)`` of a metric block; "n/a" where undefined."""
+@dataclass(frozen=True)
+class TableCell:
+    """One cell of a report table: its text and, for a metric, what a reader sees on hover."""
+
+    text: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _cell(block: dict[str, Any] | None, *, digits: int = 3) -> TableCell:
+    """``mean (std)`` of a metric block, its median and 95 % interval as the hint; "n/a" where undefined."""
     if block is None or block.get("mean") is None:
-        return "n/a"
-    return f"{block['mean']:.{digits}f} ({block['std']:.{digits}f})"
-
-
-def _interval(block: dict[str, Any]) -> str:
-    if block.get("median") is None:
-        return "n/a"
+        return TableCell("n/a", "undefined in every bootstrap resample")
     low, high = block["ci95"]
-    return f"{block['median']:.3f} [{low:.3f}, {high:.3f}]"
+    return TableCell(f"{block['mean']:.{digits}f} ({block['std']:.{digits}f})",
+                     f"median {block['median']:.{digits}f}, 95 % interval [{low:.{digits}f}, {high:.{digits}f}]")
+
+
+def _interval(block: dict[str, Any]) -> TableCell:
+    if block.get("median") is None:
+        return TableCell("n/a", "undefined in every bootstrap resample")
+    low, high = block["ci95"]
+    return TableCell(f"{block['median']:.3f} [{low:.3f}, {high:.3f}]", "median [95 % interval] over the bootstrap")
 
 
 def _range_label(entry: dict[str, Any]) -> str:
@@ -85,6 +99,15 @@ def _range_label(entry: dict[str, Any]) -> str:
 
 def report_tables(report: dict[str, Any], slide_counts: dict[str, dict[str, int]]) -> dict[str, list[list[str]]]:
     """The report's tables as rows of strings, header row first (see the module docstring)."""
+    return {name: [[str(cell) for cell in row] for row in rows]
+            for name, rows in report_table_cells(report, slide_counts).items()}
+
+
+def report_table_cells(
+    report: dict[str, Any], slide_counts: dict[str, dict[str, int]]
+) -> dict[str, list[list[TableCell | str]]]:
+    """The report's tables, header row first; metric cells carry their bootstrap interval as a hint."""
+
     ranges: list[dict[str, Any]] = report["ranges"]
     labels = [_range_label(entry) for entry in ranges]
     domains = list(ranges[0]["domains"]) if ranges else []
@@ -94,7 +117,7 @@ def report_tables(report: dict[str, Any], slide_counts: dict[str, dict[str, int]
     def block(k: int, domain: str) -> dict[str, Any]:
         return ranges[k]["domains"][domain]  # type: ignore[no-any-return]
 
-    tables: dict[str, list[list[str]]] = {}
+    tables: dict[str, list[list[TableCell | str]]] = {}
     tables["table1_segmentation"] = [["Dataset", "FROC", "ROC-AUC", "Dice score", "Dice score (tumor slides)"]]
     for domain in domains:
         original = block(0, domain)["original"]

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "sua_portal.accounts",
     "sua_portal.slides",
     "sua_portal.ensembles",
+    "sua_portal.runs",
 ]
 
 MIDDLEWARE = [
@@ -99,6 +100,10 @@ STATIC_ROOT = Path(envstr("STATIC_ROOT", str(BASE_DIR / "var" / "static")) or ""
 STATICFILES_DIRS = [
     ("app", BASE_DIR / "frontend" / "src"),
     ("openseadragon", BASE_DIR / "frontend" / "node_modules" / "openseadragon" / "build" / "openseadragon"),
+    # The run page's charts: vega-embed and the two libraries it drives, as their UMD builds (globals).
+    ("vega", BASE_DIR / "frontend" / "node_modules" / "vega" / "build"),
+    ("vega-lite", BASE_DIR / "frontend" / "node_modules" / "vega-lite" / "build"),
+    ("vega-embed", BASE_DIR / "frontend" / "node_modules" / "vega-embed" / "build"),
 ]
 MEDIA_ROOT = Path(envstr("MEDIA_ROOT", str(BASE_DIR / "var" / "media")) or "")
 MEDIA_URL = "/media/"
@@ -200,6 +205,17 @@ SUA_UNCERTAINTY: str = envstr("SUA_UNCERTAINTY") or paper.UNCERTAINTY
 SUA_FN_FRACTION = envfloat("SUA_FN_FRACTION", paper.FN_FRACTION)
 SUA_BETA = envfloat("SUA_BETA", paper.BETA)
 SUA_BOOTSTRAP = envint("SUA_BOOTSTRAP", paper.BOOTSTRAP)
+
+# Runs: the bootstrap's seed, its largest B (a run holds B x slides multiplicities per domain),
+# the candidates of aggregation "auto", which range pathologists review (0-based: the paper's
+# widest, 0.55-0.95) and how often a run waiting for heatmaps looks again.
+RUN_SEED = envint("RUN_SEED", paper.SEED)
+RUN_MAX_BOOTSTRAP = envint("RUN_MAX_BOOTSTRAP", 10_000)
+RUN_AUTO_AGGREGATES: tuple[str, ...] = paper.AUTO_AGGREGATES
+RUN_REVIEW_RANGE = envint("RUN_REVIEW_RANGE", 0)
+RUN_POLL_SECONDS = envfloat("RUN_POLL_SECONDS", 3.0)
+RUN_SCORE_BINS = envint("RUN_SCORE_BINS", 50)  # NPR-score histograms of the run page
+RUN_MASK_RGBA = (0, 200, 255, 255)  # a refined mask in the viewer: cyan, apart from the magma heatmaps
 
 # Whole-slide inference: heatmap pixel = HEATMAP_DOWNSAMPLE level-0 pixels; tiles overlap by
 # INFERENCE_OVERLAP pixels (cropped away when stitching) and go through the members in batches.

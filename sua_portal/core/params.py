@@ -20,3 +20,18 @@ def query_int(request: Request, name: str, default: int | None = None, *, low: i
     if not low <= value <= high:
         raise ValidationError({name: [f"{name} must be between {low} and {high}, not {value}."]})
     return value
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def query_flag(request: Request, name: str) -> bool | None:
+    """``?name=`` as true/false (1/0, yes/no); None when absent."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ValidationError({name: [f"{raw[:40]!r} is not true or false."]})

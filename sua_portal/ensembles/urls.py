@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver
 from rest_framework.routers import SimpleRouter
 
-from sua_portal.ensembles import pages
 from sua_portal.ensembles.views import EnsembleViewSet, HeatmapViewSet
 
 router = SimpleRouter()
@@ -13,6 +12,3 @@ router.register("ensembles", EnsembleViewSet, basename="ensemble")
 router.register("heatmaps", HeatmapViewSet, basename="heatmap")
 
 api_urlpatterns: list[URLPattern | URLResolver] = list(router.urls)
-page_urlpatterns: list[URLPattern | URLResolver] = [
-    path("cohorts/<int:pk>/", pages.cohort_page, name="cohort-page"),
-]

@@ -1,0 +1,49 @@
+"""Runs on the session's synthetic cohort with a tiny two-member ensemble."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+# The ensembles tests' fixtures: a tiny imported ensemble and the synthetic cohort imported into project 'Own'.
+from tests.ensembles.conftest import demo_cohorts, make_ensemble, members, upload  # noqa: F401
+
+
+def compute_heatmaps_here(run: Any) -> None:
+    """Every heatmap a run queued, computed in this process (tests that are not about the worker)."""
+    from sua_portal.ensembles import services as ensembles
+    from sua_portal.ensembles.models import SlideHeatmap
+
+    for heatmap in SlideHeatmap.objects.filter(ensemble=run.ensemble, status=SlideHeatmap.Status.QUEUED):
+        assert ensembles.infer(heatmap.pk) == "done", heatmap.failure_reason
+
+
+@pytest.fixture
+def start(people: dict[str, Any], make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]
+          ) -> Callable[..., Any]:
+    """Start a run over validation + both test cohorts (B small) with a fresh tiny ensemble; returns the Run."""
+    from sua_portal.runs import services
+
+    def go(**values: Any) -> Any:
+        ensemble = make_ensemble()
+        return services.start_run(
+            project=people["own"], ensemble=ensemble, validation=[demo_cohorts["validation"]],
+            test=[demo_cohorts["test_in_domain"], demo_cohorts["test_shifted"]],
+            values={"bootstrap": 50, **values}, user=people["researcher"])
+
+    return go
+
+
+@pytest.fixture
+def finished_run(start: Callable[..., Any]) -> Any:
+    """A run carried through in this process: heatmaps computed here, then the pipeline."""
+    from sua_portal.runs import services
+
+    run = start()
+    assert services.execute(run.pk) == "waiting"
+    compute_heatmaps_here(run)
+    assert services.execute(run.pk) == "done", run.__class__.objects.get(pk=run.pk).failure_reason
+    run.refresh_from_db()
+    return run
