@@ -83,10 +83,35 @@ export async function loadOutlines(layer, url, state) {
  */
 
 /**
- * A negative prediction region (NPR) found in one SUA range, in level-0 pixels.
- * @typedef {{ lower: number, upper: number, label: number, score: number,
+ * A negative prediction region (NPR) of a run in one SUA range, outlined in level-0 pixels.
+ * @typedef {{ id: number, range_index: number, lower: number, upper: number, label: number, score: number,
+ *             flagged: boolean, area_um2: number | null, geometry: Geometry,
  *             x: number, y: number, width: number, height: number }} Region
  */
+
+/**
+ * A run as the API lists it: its ranges with their thresholds, and the range pathologists review.
+ * @typedef {{ id: number, name: string, settings: { review_range?: number },
+ *             ranges: { index: number, lower: number, upper: number, sua_threshold: number | null }[] }} Run
+ */
+
+/**
+ * Every page of a paginated API list.
+ * @param {string} url
+ * @returns {Promise<any[]>}
+ */
+async function getAll(url) {
+  /** @type {any[]} */
+  const rows = [];
+  /** @type {string | null} */
+  let next = url;
+  while (next) {
+    const page = await getJSON(next);
+    rows.push(...(page.results || page));
+    next = page.next || null;
+  }
+  return rows;
+}
 
 /**
  * @param {string} id
@@ -111,7 +136,9 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
   const listUrl = page.dataset.heatmaps;  // the slide's heatmaps; no panel without it
   if (!panel || !listUrl) return;
   const imageUrl = pageUrl(page, "heatmapImage");
-  const regionsUrl = pageUrl(page, "heatmapRegions");
+  const regionsUrl = pageUrl(page, "runRegions");
+  const runsUrl = pageUrl(page, "runs");
+  const runPageUrl = pageUrl(page, "runPage");
   const ensembleSelect = /** @type {HTMLSelectElement} */ (element("heatmap-ensemble"));
   const kindSelect = /** @type {HTMLSelectElement} */ (element("heatmap-kind"));
   const opacity = /** @type {HTMLInputElement} */ (element("heatmap-opacity"));
@@ -126,6 +153,8 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
   let overlay = null;
   /** @type {Region[]} */
   let regions = [];
+  /** @type {Run | null} */
+  let run = null;
   state.overlay = "";
   state.flaggedShown = 0;
 
@@ -164,13 +193,13 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
    * Go to a region with some context around it, and mark it in the list and on the slide.
    * @param {Region} region
    * @param {HTMLElement} item
-   * @param {SVGRectElement} rect
+   * @param {SVGPathElement} outline
    */
-  function focusRegion(region, item, rect) {
+  function focusRegion(region, item, outline) {
     for (const el of list.querySelectorAll("li.active")) el.classList.remove("active");
-    for (const el of regionLayer.querySelectorAll("rect.active")) el.classList.remove("active");
+    for (const el of regionLayer.querySelectorAll("path.active")) el.classList.remove("active");
     item.classList.add("active");
-    rect.classList.add("active");
+    outline.classList.add("active");
     // Some context around the region: at least 3 times its size.
     const pad = Math.max(region.width, region.height);
     const bounds = viewer.world.getItemAt(0).imageToViewportRectangle(
@@ -181,54 +210,54 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
   function showRegions() {
     regionLayer.replaceChildren();
     list.replaceChildren();
-    const lower = parseFloat(rangeSelect.value);
-    const shown = regions.filter((r) => r.lower === lower).sort((a, b) => b.score - a.score);
+    const index = parseInt(rangeSelect.value, 10);
+    const shown = regions.filter((r) => r.range_index === index).sort((a, b) => b.score - a.score);
     element("npr-none").hidden = shown.length > 0;
-    const mpp = parseFloat(page.dataset.mpp || "") || null;
     shown.forEach((region) => {
-      const rect = /** @type {SVGRectElement} */ (document.createElementNS(SVG_NS, "rect"));
-      rect.setAttribute("x", String(region.x));
-      rect.setAttribute("y", String(region.y));
-      rect.setAttribute("width", String(region.width));
-      rect.setAttribute("height", String(region.height));
-      rect.setAttribute("class", "npr");
-      rect.setAttribute("vector-effect", "non-scaling-stroke");
-      regionLayer.appendChild(rect);
+      // The region's own outline (holes kept), not its bounding box: a ring round a tumor stays a ring.
+      const outline = /** @type {SVGPathElement} */ (document.createElementNS(SVG_NS, "path"));
+      outline.setAttribute("d", ringsToPath(region.geometry));
+      outline.setAttribute("fill-rule", "evenodd");
+      outline.setAttribute("class", "npr");
+      outline.setAttribute("vector-effect", "non-scaling-stroke");
+      regionLayer.appendChild(outline);
       const item = document.createElement("li");
-      const size = mpp ? (region.width * mpp).toFixed(0) + " × " + (region.height * mpp).toFixed(0) + " µm"
+      const size = region.area_um2 !== null ? Math.round(region.area_um2).toLocaleString() + " µm²"
         : Math.round(region.width) + " × " + Math.round(region.height) + " px";
       item.innerHTML = '<span class="score"></span> <span class="muted small"></span>';
       /** @type {HTMLElement} */ (item.querySelector(".score")).textContent = "score " + region.score.toFixed(3);
       /** @type {HTMLElement} */ (item.querySelector(".muted")).textContent = size;
       item.title = "Negative prediction region " + region.label + ": click to go there";
-      item.addEventListener("click", () => focusRegion(region, item, rect));
+      item.addEventListener("click", () => focusRegion(region, item, outline));
       list.appendChild(item);
     });
     state.flaggedShown = shown.length;
   }
 
-  function loadRegions() {
-    const heatmap = current();
-    regions = [];
+  /** The run whose flags are shown: the page's ?run=, else the project's review run holding this slide. */
+  async function loadRun() {
+    const wanted = new URLSearchParams(window.location.search).get("run");
+    const runs = await getAll(runsUrl + (wanted && /^\d+$/.test(wanted) ? "" : "&review=true"));
+    run = runs.find((r) => String(r.id) === wanted) || runs[0] || null;
+    const title = element("npr-run");
+    title.replaceChildren();
+    if (!run) { title.textContent = "no run yet"; return; }
+    const link = document.createElement("a");
+    link.href = urlWithId(runPageUrl, run.id);
+    link.textContent = run.name;
+    title.appendChild(link);
+    regions = await getAll(urlWithId(regionsUrl, run.id));
     rangeSelect.replaceChildren();
-    if (!heatmap) { showRegions(); return; }
-    getJSON(urlWithId(regionsUrl, heatmap.id)).then((/** @type {Region[]} */ found) => {
-      regions = found;
-      /** @type {Map<number, { upper: number, count: number }>} lower bound -> one entry per SUA range */
-      const ranges = new Map();
-      for (const r of found) {
-        const range = ranges.get(r.lower) || { upper: r.upper, count: 0 };
-        range.count += 1;
-        ranges.set(r.lower, range);
-      }
-      for (const [lower, info] of [...ranges.entries()].sort((a, b) => a[0] - b[0])) {
-        const option = document.createElement("option");
-        option.value = String(lower);
-        option.textContent = lower + " < s < " + info.upper + " (" + info.count + " flagged)";
-        rangeSelect.appendChild(option);
-      }
-      showRegions();
-    });
+    for (const range of run.ranges) {
+      const option = document.createElement("option");
+      option.value = String(range.index);
+      const count = regions.filter((r) => r.range_index === range.index).length;
+      const threshold = range.sua_threshold === null ? "none" : range.sua_threshold.toFixed(3);
+      option.textContent = range.lower + " < s < " + range.upper + " · τ " + threshold + " (" + count + " flagged)";
+      option.selected = range.index === (run.settings.review_range || 0);
+      rangeSelect.appendChild(option);
+    }
+    showRegions();
   }
 
   getJSON(listUrl).then((found) => {
@@ -246,10 +275,10 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
     }
     if (!heatmaps.length) return;
     showOverlay();
-    loadRegions();
+    loadRun().catch(() => { /* not allowed or offline: the slide and its heatmaps still work */ });
   }).catch(() => { /* not allowed or offline: the slide alone still works */ });
 
-  ensembleSelect.addEventListener("change", () => { showOverlay(); loadRegions(); });
+  ensembleSelect.addEventListener("change", showOverlay);
   kindSelect.addEventListener("change", showOverlay);
   rangeSelect.addEventListener("change", showRegions);
   opacity.addEventListener("input", () => { if (overlay) overlay.setOpacity(parseFloat(opacity.value)); });

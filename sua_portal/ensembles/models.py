@@ -104,36 +104,3 @@ class SlideHeatmap(models.Model):
 
     def __str__(self) -> str:
         return f"{self.slide} by {self.ensemble} ({self.status})"
-
-
-class NegativePredictionRegion(models.Model):
-    """A connected component of lower < s < upper on a slide's heatmap, with its SUA score."""
-
-    heatmap = models.ForeignKey(SlideHeatmap, on_delete=models.CASCADE, related_name="regions")
-    lower = models.FloatField()
-    upper = models.FloatField()
-    uncertainty = models.CharField(max_length=16, help_text="entropy, mi or variance")
-    aggregate = models.CharField(max_length=16, help_text="mean or pNN")
-    label = models.PositiveIntegerField(help_text="1..N on the heatmap grid")
-    area_px = models.PositiveIntegerField(help_text="heatmap pixels")
-    # Bounding box in level-0 pixels, for the viewer.
-    x = models.FloatField()
-    y = models.FloatField()
-    width = models.FloatField()
-    height = models.FloatField()
-    score = models.FloatField(help_text="aggregated uncertainty")
-    truth_fraction = models.FloatField(null=True, blank=True)
-    is_false_negative = models.BooleanField(null=True, blank=True, help_text="ground truth, when annotated")
-    flagged = models.BooleanField(default=False, help_text="score >= the calibrated threshold")
-
-    class Meta:
-        ordering = ["heatmap", "lower", "-score"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["heatmap", "lower", "upper", "uncertainty", "aggregate", "label"], name="npr_unique"
-            )
-        ]
-        indexes = [models.Index(fields=["heatmap", "flagged"])]
-
-    def __str__(self) -> str:
-        return f"NPR {self.label} of {self.heatmap} ({self.lower}, {self.upper})"

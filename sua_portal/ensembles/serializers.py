@@ -4,7 +4,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
+from sua_portal.ensembles.models import Ensemble, EnsembleMember, SlideHeatmap
 
 
 class EnsembleMemberSerializer(serializers.ModelSerializer):
@@ -63,25 +63,3 @@ class HeatmapSerializer(serializers.ModelSerializer):
         fields = ["id", "ensemble", "ensemble_name", "slide", "slide_name", "status", "progress", "failure_reason", "downsample",
                   "worker", "started", "finished"]
         read_only_fields = fields
-
-
-class RegionSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = NegativePredictionRegion
-        fields = ["id", "lower", "upper", "uncertainty", "aggregate", "label", "area_px", "x", "y", "width",
-                  "height", "score", "truth_fraction", "is_false_negative", "flagged"]
-        read_only_fields = fields
-
-
-class CalibrateSerializer(serializers.Serializer):
-    validation_cohorts = serializers.ListField(child=serializers.IntegerField(), min_length=1)
-    beta = serializers.FloatField(required=False, min_value=0.0, help_text="F-beta weighting (default SUA_BETA)")
-    uncertainty = serializers.ChoiceField(["entropy", "mi", "variance"], required=False)
-    aggregate = serializers.CharField(required=False, max_length=16, help_text="mean or pNN")
-
-
-class CalibratedRangeSerializer(serializers.Serializer):
-    lower = serializers.FloatField()
-    upper = serializers.FloatField()
-    threshold = serializers.FloatField(allow_null=True, help_text="null: no false negative in validation, nothing flagged")
-    flagged = serializers.IntegerField(help_text="regions flagged over all slides the ensemble ran on")

@@ -24,19 +24,16 @@ import numpy as np
 from django.conf import settings
 from django.core.files import File
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 from PIL import Image
 
 from analysis.io import heatmap_rgba, read_heatmap_tiff, write_heatmap_tiff
-from analysis.metrics import calibrate_threshold
-from analysis.sua import find_regions as sua_find_regions
 from sua_portal.celery import enqueue
-from sua_portal.ensembles.models import Ensemble, EnsembleMember, NegativePredictionRegion, SlideHeatmap
+from sua_portal.ensembles.models import Ensemble, EnsembleMember, SlideHeatmap
 from sua_portal.errors import DomainError
 from sua_portal.slides.models import Cohort, Slide
 from sua_portal.slides.services import slide_file
-from sua_portal.slides.truth import truth_mask, tumor_geometry
+from sua_portal.slides.truth import tumor_geometry
 
 log = logging.getLogger(__name__)
 
@@ -396,125 +393,6 @@ def heatmap_png(heatmap: SlideHeatmap, kind: str) -> bytes:
     return out.getvalue()
 
 
-# --- the SUA step --------------------------------------------------------------------------
-
-
-def find_regions(
-    heatmap: SlideHeatmap,
-    *,
-    ranges: Sequence[tuple[float, float]] | None = None,
-    uncertainty: str | None = None,
-    aggregate: str | None = None,
-    fn_fraction: float | None = None,
-) -> int:
-    """Store the NPRs of one slide for each range, replacing earlier ones of the same settings."""
-
-    ranges = ranges or settings.SUA_RANGES
-    uncertainty = uncertainty or settings.SUA_UNCERTAINTY
-    aggregate = aggregate or settings.SUA_AGGREGATE
-    fn_fraction = settings.SUA_FN_FRACTION if fn_fraction is None else fn_fraction
-    if heatmap.status != SlideHeatmap.Status.DONE or heatmap.downsample is None:
-        raise EnsembleError(f"the heatmaps of {heatmap.slide.name} are not computed yet")
-    segmentation = read_heatmap(heatmap, "segmentation")
-    uncertainty_map = read_heatmap(heatmap, UNCERTAINTY_FIELD[uncertainty])
-    truth = truth_mask(heatmap.slide, shape=segmentation.shape, downsample=heatmap.downsample)
-    d = heatmap.downsample
-    rows = []
-    for lower, upper in ranges:
-        regions = sua_find_regions(segmentation, uncertainty_map, lower=lower, upper=upper, how=aggregate,
-                                   truth=truth, fn_fraction=fn_fraction)
-        for i in range(len(regions.scores)):
-            r0, c0, r1, c1 = (int(v) for v in regions.boxes[i])
-            rows.append(NegativePredictionRegion(
-                heatmap=heatmap, lower=lower, upper=upper, uncertainty=uncertainty, aggregate=aggregate,
-                label=i + 1, area_px=int(regions.areas[i]), x=c0 * d, y=r0 * d, width=(c1 - c0) * d,
-                height=(r1 - r0) * d, score=float(regions.scores[i]),
-                truth_fraction=None if regions.truth_fraction is None else float(regions.truth_fraction[i]),
-                is_false_negative=None if regions.is_false_negative is None else bool(regions.is_false_negative[i]),
-            ))
-    with transaction.atomic():
-        NegativePredictionRegion.objects.filter(
-            heatmap=heatmap, uncertainty=uncertainty, aggregate=aggregate,
-            lower__in=[lo for lo, _ in ranges],
-        ).delete()
-        NegativePredictionRegion.objects.bulk_create(rows, batch_size=2000)
-    return len(rows)
-
-
-def calibrate_and_flag(
-    ensemble: Ensemble,
-    validation: Sequence[Cohort],
-    *,
-    lower: float,
-    upper: float,
-    uncertainty: str | None = None,
-    aggregate: str | None = None,
-    beta: float | None = None,
-) -> float | None:
-    """Pick tau on the validation NPRs (exact F-beta search) and flag every slide's NPRs."""
-
-    uncertainty = uncertainty or settings.SUA_UNCERTAINTY
-    aggregate = aggregate or settings.SUA_AGGREGATE
-    beta = settings.SUA_BETA if beta is None else beta
-    same = {"lower": lower, "upper": upper, "uncertainty": uncertainty, "aggregate": aggregate}
-    val = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble, heatmap__slide__cohort__in=validation,
-                                                  is_false_negative__isnull=False, **same)
-    scores = np.array(val.values_list("score", flat=True), dtype=np.float64)
-    positive = np.array(val.values_list("is_false_negative", flat=True), dtype=bool)
-    threshold = calibrate_threshold(scores, positive, beta=beta)
-    regions = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble, **same)
-    with transaction.atomic():
-        regions.update(flagged=False)
-        if threshold is not None:
-            regions.filter(score__gte=threshold).update(flagged=True)
-    return threshold
-
-
-def calibrate(
-    ensemble: Ensemble,
-    validation: Sequence[Cohort],
-    *,
-    ranges: Sequence[tuple[float, float]] | None = None,
-    uncertainty: str | None = None,
-    aggregate: str | None = None,
-    beta: float | None = None,
-) -> list[dict[str, Any]]:
-    """:func:`calibrate_and_flag` for every SUA range, in one transaction; what each range got."""
-    uncertainty = uncertainty or settings.SUA_UNCERTAINTY
-    aggregate = aggregate or settings.SUA_AGGREGATE
-    known = NegativePredictionRegion.objects.filter(
-        heatmap__ensemble=ensemble, heatmap__slide__cohort__in=validation, is_false_negative__isnull=False,
-        uncertainty=uncertainty, aggregate=aggregate)
-    if not known.exists():
-        raise EnsembleError(
-            "these cohorts have no negative prediction regions with ground truth for this ensemble "
-            f"({uncertainty}, {aggregate}): run it over their annotated slides first")
-    out = []
-    with transaction.atomic():
-        for lower, upper in ranges or settings.SUA_RANGES:
-            threshold = calibrate_and_flag(ensemble, validation, lower=lower, upper=upper, uncertainty=uncertainty,
-                                           aggregate=aggregate, beta=beta)
-            flagged = NegativePredictionRegion.objects.filter(
-                heatmap__ensemble=ensemble, lower=lower, upper=upper, uncertainty=uncertainty, aggregate=aggregate,
-                flagged=True).count()
-            out.append({"lower": lower, "upper": upper, "threshold": threshold, "flagged": flagged})
-    return out
-
-
-def flagged_per_slide(slides: Iterable[Slide | int]) -> dict[int, int]:
-    """Regions flagged for review on each slide (slides with none are left out).
-
-    SUA ranges are alternative views of the same slide (their regions overlap), so a
-    slide's count is the most flagged in any one range of any one ensemble, never a sum.
-    """
-    counts: dict[int, int] = {}
-    rows = (NegativePredictionRegion.objects.filter(heatmap__slide__in=slides, flagged=True)
-            .values("heatmap__slide", "heatmap", "lower").annotate(n=Count("id")))
-    for row in rows:
-        counts[row["heatmap__slide"]] = max(counts.get(row["heatmap__slide"], 0), row["n"])
-    return counts
-
-
 # --- the demo ------------------------------------------------------------------------------
 
 DEMO_ENSEMBLE = "Demo ensemble"
@@ -529,11 +407,11 @@ def load_demo_ensemble(
     threads: int | None = None,
     log_line: Any = log.info,
 ) -> Ensemble:
-    """Train the demo ensemble, compute every validation and test heatmap, find and flag the NPRs.
+    """Train the demo ensemble and compute every validation and test heatmap.
 
     Runs in the calling process (``manage.py load_demo``), each step idempotent: a
-    trained ensemble, a computed heatmap and calibrated flags are kept, so a second
-    run only repeats the cheap SUA step. ``preset`` names the training preset
+    trained ensemble and a computed heatmap are kept.  The SUA step is the demo run's
+    (:mod:`sua_portal.runs`). ``preset`` names the training preset
     (:data:`analysis.training.TRAINING_PRESETS`), ``overrides`` settings over it.
     """
     train_cohorts = [c for c in cohorts if c.split == Cohort.Split.TRAIN]
@@ -569,21 +447,4 @@ def load_demo_ensemble(
         heatmap.refresh_from_db()
         log_line(f"heatmaps of {slide.name}: {outcome} in {time.monotonic() - started:.1f} s"
                  + (f" ({heatmap.failure_reason})" if heatmap.failure_reason else ""))
-    done = SlideHeatmap.objects.filter(ensemble=ensemble, status=SlideHeatmap.Status.DONE).select_related("slide")
-    regions = sum(find_regions(heatmap) for heatmap in done)
-    log_line(f"{regions} negative prediction regions on {done.count()} slides")
-    try:
-        calibrated = calibrate(ensemble, validation)
-    except EnsembleError as exc:
-        calibrated = []
-        log_line(f"not calibrated: {exc}")
-    for entry in calibrated:
-        threshold = entry["threshold"]
-        shown = "none (no false negatives in validation)" if threshold is None else f"{threshold:.4g}"
-        log_line(f"range ({entry['lower']:g}, {entry['upper']:g}): threshold {shown}, {entry['flagged']} regions flagged")
-    flagged = flagged_per_slide(slides.filter(cohort__split=Cohort.Split.TEST))
-    if flagged:
-        busiest = max(flagged, key=lambda pk: flagged[pk])
-        log_line(f"Most flagged regions: {Slide.objects.get(pk=busiest).name} ({flagged[busiest]}), "
-                 f"the viewer at /slides/{busiest}/")
     return ensemble

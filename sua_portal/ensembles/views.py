@@ -18,12 +18,9 @@ from sua_portal.accounts.permissions import HasRole
 from sua_portal.ensembles import services
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.ensembles.serializers import (
-    CalibratedRangeSerializer,
-    CalibrateSerializer,
     EnsembleSerializer,
     HeatmapSerializer,
     ImportSerializer,
-    RegionSerializer,
     RunSerializer,
     TrainSerializer,
 )
@@ -49,8 +46,7 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
     parser_classes = [JSONParser, MultiPartParser, FormParser]
     # The request field each action's EnsembleError is about (sua_portal.http.exception_handler).
-    domain_error_fields = {"train": "config", "import_members": "members", "calibrate": "validation_cohorts",
-                           "run": "ensemble"}
+    domain_error_fields = {"train": "config", "import_members": "members", "run": "ensemble"}
 
     def get_queryset(self) -> QuerySet[Ensemble]:
         return Ensemble.objects.filter(project__in=Project.objects.visible_to(self.request.user)).prefetch_related(
@@ -87,25 +83,6 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             user=request.user,
         )
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=CalibrateSerializer, responses=CalibratedRangeSerializer(many=True))
-    @action(detail=True, methods=["post"])
-    def calibrate(self, request: Request, pk: str | None = None) -> Response:
-        """Pick each SUA range's threshold on validation NPRs (exact F-beta) and flag every slide's NPRs."""
-        ensemble = self.get_object()
-        body = CalibrateSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        wanted = set(body.validated_data["validation_cohorts"])
-        cohorts = list(Cohort.objects.filter(project=ensemble.project, pk__in=wanted))
-        if len(cohorts) != len(wanted):
-            raise ValidationError({"validation_cohorts": ["Some cohorts are not in this project."]})
-        if any(c.split != Cohort.Split.VALIDATION for c in cohorts):
-            names = ", ".join(c.name for c in cohorts if c.split != Cohort.Split.VALIDATION)
-            raise ValidationError({"validation_cohorts": [
-                f"Calibrate on validation cohorts only (not {names}): test cohorts must stay unseen."]})
-        options = {k: v for k, v in body.validated_data.items() if k != "validation_cohorts"}
-        ranges = services.calibrate(ensemble, cohorts, **options)
-        return Response(CalibratedRangeSerializer(ranges, many=True).data)
 
     @extend_schema(request=RunSerializer, responses={202: HeatmapSerializer(many=True)})
     @action(detail=True, methods=["post"])
@@ -146,25 +123,6 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"status": [f"Nothing to cancel: the slide is {heatmap.status}."]})
         heatmap.refresh_from_db()
         return Response(HeatmapSerializer(heatmap).data)
-
-    @extend_schema(
-        parameters=[OpenApiParameter("flagged", bool, description="only regions at or above the threshold"),
-                    OpenApiParameter("lower", float, description="only the NPRs of the range starting here")],
-        responses=RegionSerializer(many=True),
-    )
-    @action(detail=True, methods=["get"], pagination_class=None)
-    def regions(self, request: Request, pk: str | None = None) -> Response:
-        heatmap = self.get_object()
-        regions = heatmap.regions.all()
-        if request.query_params.get("flagged") in ("1", "true"):
-            regions = regions.filter(flagged=True)
-        lower = request.query_params.get("lower")
-        if lower:
-            try:
-                regions = regions.filter(lower=float(lower))
-            except ValueError:
-                raise ValidationError({"lower": [f"{lower!r} is not a number."]}) from None
-        return Response(RegionSerializer(regions, many=True).data)
 
     @extend_schema(
         parameters=[OpenApiParameter("kind", str, enum=list(services.HEATMAP_KINDS), default="segmentation")],

@@ -223,8 +223,12 @@ def start_run(
     name: str = "",
     user: Any = None,
     copied_from: Run | None = None,
+    queue: bool = True,
 ) -> Run:
-    """Check every input, record the run and queue it; nothing is stored or queued on bad input."""
+    """Check every input, record the run and queue it; nothing is stored or queued on bad input.
+
+    ``queue=False`` records it only, for a caller that carries it through itself (the demo loader).
+    """
     run_settings = RunSettings.from_dict(values or {})
     validation, test = list(dict.fromkeys(validation)), list(dict.fromkeys(test))
     _check_cohorts(project, validation, test)
@@ -241,7 +245,8 @@ def start_run(
              for c in validation]
             + [RunCohort(run=run, cohort=c, name=c.name, role=RunCohort.Role.TEST, domain=c.domain) for c in test]
         )
-        enqueue("runs.execute", run.pk, queue="cpu")
+        if queue:
+            enqueue("runs.execute", run.pk, queue="cpu")
     return run
 
 
@@ -329,13 +334,18 @@ class _RunSlideInput:
 def _ensure_heatmaps(run: Run, slides: Sequence[tuple[Slide, RunCohort]], claim: _Claim | None) -> list[_RunSlideInput]:
     """Every slide's done heatmap, queueing the missing ones; :class:`Waiting` until all are done."""
     assert run.ensemble is not None
+    # A slide whose heatmaps failed or were cancelled while this run waited fails the run; one that
+    # failed before it started is tried again (queue_inference queues it anew).
+    since = run.started or run.created
+    failed = (SlideHeatmap.objects.filter(ensemble=run.ensemble, slide__in=[s for s, _ in slides],
+                                          status__in=[SlideHeatmap.Status.FAILED, SlideHeatmap.Status.CANCELLED],
+                                          finished__gte=since).select_related("slide").first())
+    if failed is not None:
+        raise RunError(f"the heatmaps of slide {failed.slide.name} {failed.status}: "
+                       f"{failed.failure_reason or 'no reason given'}")
     queue_inference(run.ensemble, [slide for slide, _ in slides])
     heatmaps = {h.slide_id: h for h in SlideHeatmap.objects.filter(ensemble=run.ensemble,
                                                                     slide__in=[s for s, _ in slides])}
-    failed = [h for h in heatmaps.values() if h.status in (SlideHeatmap.Status.FAILED, SlideHeatmap.Status.CANCELLED)]
-    if failed:
-        h = failed[0]
-        raise RunError(f"the heatmaps of slide {h.slide.name} {h.status}: {h.failure_reason or 'no reason given'}")
     done = [h for h in heatmaps.values() if h.status == SlideHeatmap.Status.DONE]
     if claim is not None:
         claim.update(step=f"heatmaps: {len(done)} of {len(slides)} slides done",
@@ -668,6 +678,8 @@ def _create_slides(run: Run, ranges: Sequence[RunRange],
 
 def runs_to_join(slide: Slide) -> list[Run]:
     """The review run a newly checked slide joins: the project's, if it holds the slide's cohort."""
+    if slide.status != Slide.Status.READY:
+        return []
     run = review_run(slide.cohort.project_id)
     if run is None or not run.cohorts.filter(cohort=slide.cohort_id).exists():
         return []
@@ -749,3 +761,35 @@ def regions_of(run: Run, *, slide: Slide | int | None = None, flagged: bool | No
 def runs_of(projects: Iterable[Project | int]) -> QuerySet[Run]:
     return Run.objects.filter(project__in=projects).select_related("project").annotate(
         flagged=Count("regions", filter=Q(regions__flagged=True)))
+
+
+# --- the demo ------------------------------------------------------------------------------------
+
+DEMO_RUN = "Demo run"
+
+
+def load_demo_run(project: Project, ensemble: Ensemble, cohorts: Sequence[Cohort], *, log_line: Any = log.info
+                  ) -> Run:
+    """The demo's finished run (the paper's settings) over its validation and test cohorts, carried
+    through in this process; kept when it exists and finished, started again when it failed."""
+    run = Run.objects.filter(project=project, name=DEMO_RUN).first()
+    if run is not None and run.status == Run.Status.DONE:
+        log_line(f"{DEMO_RUN}: finished already")
+        return run
+    if run is not None:
+        log_line(f"{DEMO_RUN}: {run.status} before ({run.failure_reason or 'no reason'}), starting it again")
+        run.delete()
+    run = start_run(project=project, ensemble=ensemble,
+                    validation=[c for c in cohorts if c.split == Cohort.Split.VALIDATION],
+                    test=[c for c in cohorts if c.split == Cohort.Split.TEST], name=DEMO_RUN, queue=False)
+    # The heatmaps were computed by the demo loader: carried through here, at once.
+    outcome = execute(run.pk)
+    run.refresh_from_db()
+    if outcome != "done":
+        raise RunError(f"{DEMO_RUN} {outcome}: {run.failure_reason or run.step}")
+    for run_range in run.range_set.all():
+        tau = "none (no false negatives in validation)" if run_range.sua_threshold is None \
+            else f"{run_range.sua_threshold:.4g}"
+        flagged = run.regions.filter(run_range=run_range, flagged=True).count()
+        log_line(f"{DEMO_RUN}, range {run_range.label}: threshold {tau}, {flagged} regions flagged")
+    return run

@@ -77,11 +77,9 @@ def demo_cohorts(people: dict[str, Any], synthetic_cohort: Path) -> dict[str, An
 
 @pytest.fixture
 def computed(make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]) -> Any:
-    """One tumor slide's heatmaps, computed here, with its three highest-scoring NPRs flagged."""
-    from django.db.models import Count
-
+    """One tumor slide's heatmaps, computed here."""
     from sua_portal.ensembles import services
-    from sua_portal.ensembles.models import NegativePredictionRegion, SlideHeatmap
+    from sua_portal.ensembles.models import SlideHeatmap
     from sua_portal.slides.models import Slide
 
     ensemble = make_ensemble()
@@ -89,10 +87,4 @@ def computed(make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]) ->
     heatmap = SlideHeatmap.objects.create(ensemble=ensemble, slide=slide)
     assert services.infer(heatmap.pk) == "done"
     heatmap.refresh_from_db()
-    assert services.find_regions(heatmap) >= 3
-    # The range with the most NPRs; flag its three highest scores (as a calibrated threshold would).
-    lower = (NegativePredictionRegion.objects.filter(heatmap=heatmap).values("lower")
-             .annotate(n=Count("id")).order_by("-n")[0]["lower"])
-    top = NegativePredictionRegion.objects.filter(heatmap=heatmap, lower=lower).order_by("-score")[:3]
-    NegativePredictionRegion.objects.filter(pk__in=[r.pk for r in top]).update(flagged=True)
     return heatmap

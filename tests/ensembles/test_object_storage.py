@@ -9,7 +9,6 @@ on machines of their own.
 from __future__ import annotations
 
 import hashlib
-import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -171,10 +170,6 @@ def test_a_slide_uploaded_through_the_web_is_checked_and_inferred_by_workers_tha
     assert {getattr(heatmap, kind).name for kind in services.HEATMAP_KINDS} <= keys
     assert {name for name in keys if name.startswith("heatmaps/")} == {
         f"heatmaps/{ensemble.pk}/{slide.pk}/{kind}.tiff" for kind in services.HEATMAP_KINDS}
-    # The SUA step that follows (cpu queue) reads the heatmaps back from the bucket.
-    log = tmp_path / "worker-cpu.log"
-    wait_for(lambda: re.search(r"ensembles\.find_regions\[[^\]]+\] succeeded", log.read_text()),
-             timeout=60, what="the SUA step on the cpu worker")
 
     # No worker stored anything on its own disk but its cache; nothing landed in the web's media either.
     for disk in s3_workers.values():

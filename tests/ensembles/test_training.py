@@ -1,17 +1,15 @@
-"""Training a tiny ensemble end to end: through the API on a real worker, and the demo loader."""
+"""Training a tiny ensemble end to end: through the API on a real worker, and by command (the demo loader: tests/runs/test_demo.py)."""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 
-from sua_portal.ensembles.models import Ensemble, NegativePredictionRegion, SlideHeatmap
-from sua_portal.ensembles.services import DEMO_ENSEMBLE
+from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from tests.conftest import wait_for
 
 TRAIN_URL = "/api/ensembles/train/"
@@ -96,34 +94,6 @@ def test_the_demo_loader_refuses_training_settings_that_are_not_json(people: dic
 
     with pytest.raises(CommandError, match="--training must be a JSON object"):
         call_command("load_demo", project="Own", preset="test", training="members=3")
-
-
-def test_the_demo_loader_trains_runs_and_flags_once(
-    people: dict[str, Any], synthetic_cohort: Path, settings: Any, tmp_path: Path,
-) -> None:
-    settings.MEDIA_ROOT = str(tmp_path / "media")
-    out = io.StringIO()
-    call_command("load_demo", project="Own", data_dir=synthetic_cohort, preset="test", threads=2,
-                 training='{"max_epochs": 2}', stdout=out)
-    ensemble = Ensemble.objects.get(project=people["own"], name=DEMO_ENSEMBLE)
-    assert ensemble.status == "ready" and ensemble.members.count() == 2
-    # Validation and both test cohorts: 6 slides, each with its heatmaps.
-    heatmaps = SlideHeatmap.objects.filter(ensemble=ensemble)
-    assert sorted(heatmaps.values_list("status", flat=True)) == ["done"] * 6
-    regions = NegativePredictionRegion.objects.filter(heatmap__ensemble=ensemble)
-    assert regions.exists() and regions.filter(is_false_negative=True).exists()
-    assert regions.filter(flagged=True).exists(), out.getvalue()
-    flags = sorted(regions.values_list("pk", "flagged"))
-    files = sorted(heatmaps.values_list("segmentation", flat=True))
-
-    # Again: nothing retrained or recomputed, and the same regions flagged.
-    again = io.StringIO()
-    call_command("load_demo", project="Own", data_dir=synthetic_cohort, preset="test", stdout=again)
-    assert "trained already" in again.getvalue()
-    assert Ensemble.objects.get(pk=ensemble.pk).members.count() == 2
-    assert sorted(SlideHeatmap.objects.filter(ensemble=ensemble).values_list("segmentation", flat=True)) == files
-    assert [f for _, f in sorted(NegativePredictionRegion.objects.filter(
-        heatmap__ensemble=ensemble).values_list("pk", "flagged"))] == [f for _, f in flags]
 
 
 @pytest.mark.django_db

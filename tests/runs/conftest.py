@@ -21,8 +21,8 @@ def compute_heatmaps_here(run: Any) -> None:
 
 
 @pytest.fixture
-def start(people: dict[str, Any], make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]
-          ) -> Callable[..., Any]:
+def start(people: dict[str, Any], make_ensemble: Callable[..., Any],  # noqa: F811
+          demo_cohorts: dict[str, Any]) -> Callable[..., Any]:  # noqa: F811
     """Start a run over validation + both test cohorts (B small) with a fresh tiny ensemble; returns the Run."""
     from sua_portal.runs import services
 

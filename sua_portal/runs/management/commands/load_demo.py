@@ -1,6 +1,6 @@
-"""Load the demo: the synthetic cohort in the demo project, a trained ensemble, heatmaps and flagged regions.
+"""Load the demo: the synthetic cohort in the demo project, a trained ensemble, its heatmaps and a finished run.
 
-It lives in the ensembles app, the highest layer whose data it loads (accounts < slides < ensembles).
+It lives in the runs app, the highest layer whose data it loads (accounts < slides < ensembles < runs).
 """
 
 from __future__ import annotations
@@ -18,14 +18,24 @@ from tqdm import tqdm
 from sua_portal.accounts.management.commands.create_demo_users import DEMO_PROJECT
 from sua_portal.accounts.models import Project
 from sua_portal.ensembles.services import EnsembleError, load_demo_ensemble
+from sua_portal.runs.services import RunError, flagged_per_slide, load_demo_run
 from sua_portal.slides import services
+
+
+def services_flagged(run: Any) -> tuple[int, int] | None:
+    """The test slide with the most flagged regions in the run's review range, and how many."""
+    counts = flagged_per_slide(run, run.slide_set.filter(role="test").values_list("slide", flat=True))
+    if not counts:
+        return None
+    busiest = max(counts, key=lambda pk: counts[pk])
+    return busiest, counts[busiest]
 
 
 class Command(BaseCommand):
     help = ("Generate the synthetic demo cohort (once), import its train / validation / test cohorts, train the "
-            "demo ensemble on them, compute the heatmaps of the validation and test slides, find their negative "
-            "prediction regions and flag them with the threshold calibrated on validation. Each step is kept, so "
-            "running it again only redoes what is missing.")
+            "demo ensemble on them, compute the heatmaps of the validation and test slides, and carry the demo run "
+            "through (thresholds calibrated on validation, regions flagged, metrics and reports). Each step is "
+            "kept, so running it again only redoes what is missing.")
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--project", default=DEMO_PROJECT)
@@ -64,7 +74,13 @@ class Command(BaseCommand):
         if options["cohorts_only"]:
             return
         try:
-            load_demo_ensemble(project, cohorts, preset=options["preset"], overrides=overrides,
-                               threads=options["threads"], log_line=self.stdout.write)
-        except EnsembleError as exc:
+            ensemble = load_demo_ensemble(project, cohorts, preset=options["preset"], overrides=overrides,
+                                          threads=options["threads"], log_line=self.stdout.write)
+            run = load_demo_run(project, ensemble, cohorts, log_line=self.stdout.write)
+        except (EnsembleError, RunError) as exc:
             raise CommandError(str(exc)) from None
+        flagged = services_flagged(run)
+        if flagged:
+            slide_id, count = flagged
+            self.stdout.write(f"Most flagged regions: {count} on the viewer at /slides/{slide_id}/?run={run.pk}")
+        self.stdout.write(f"The demo run's dashboard: /runs/{run.pk}/")
