@@ -63,6 +63,7 @@ def test_a_finished_run_stores_thresholds_polygons_flags_and_figures_that_agree(
     for region in Region.objects.filter(run=run).select_related("run_slide", "run_slide__slide"):
         outline = shape(region.geometry)
         d, slide = region.run_slide.downsample, region.run_slide.slide
+        assert slide is not None and slide.height and slide.width
         grid = (-(-slide.height // int(d)), -(-slide.width // int(d)))
         assert outline.is_valid
         assert np.count_nonzero(rasterize(outline, shape=grid, downsample=d)) == region.area_px
