@@ -40,7 +40,7 @@ from matplotlib.figure import Figure
 
 from analysis.evaluation import PIXEL_BINS, DomainFigures, Evaluation, RangeFigures
 
-__all__ = ["FIGURES", "TABLES", "TableCell", "report_table_cells", "report_tables", "write_report"]
+__all__ = ["FIGURES", "TABLES", "TableCell", "report_table_cells", "report_tables", "write_report", "write_report_json"]
 
 #: Table files, in the order the page shows them, with their captions.
 TABLES: dict[str, str] = {
@@ -385,6 +385,12 @@ def _write_pdf(
 # --------------------------------------------------------------------------- all together
 
 
+def write_report_json(report: dict[str, Any], path: Path) -> Path:
+    """``report.json`` as ``sua evaluate`` writes it (2-space indent, no NaN, a final newline)."""
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
 def write_report(evaluation: Evaluation, folder: Path) -> list[Path]:
     """Write every output of an evaluation into ``folder`` (which must exist).
 
@@ -395,7 +401,7 @@ def write_report(evaluation: Evaluation, folder: Path) -> list[Path]:
     """
     folder = Path(folder)
     report = evaluation.report
-    (folder / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_report_json(report, folder / "report.json")
     tables = report_tables(report, evaluation.slide_counts)
     for name, rows in tables.items():
         _write_csv(rows, folder / f"{name}.csv")

@@ -24,6 +24,7 @@ import math
 import shutil
 import tempfile
 import uuid
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,6 +49,7 @@ from analysis.manifest import evaluate_manifest, read_manifest, slide_inputs
 from analysis.metrics import choose_aggregate, confusion_counts, dice_from_counts, f_beta
 from analysis.polygons import region_polygons
 from analysis.refine import read_mask_tiff, write_mask_tiff
+from analysis.report import write_report, write_report_json
 from analysis.sua import baseline_refine, candidate_pixels, find_regions, flag, parse_aggregate, sua_refine
 from analysis.uncertainty import UNCERTAINTY_METHODS
 from sua_portal.accounts.models import Project
@@ -559,9 +561,6 @@ def execute(run_id: int) -> str:
 
 
 def _compute(run: Run, items: Sequence[_RunSlideInput], claim: _Claim) -> None:
-    # Deferred: matplotlib is only needed once there is a report to draw.
-    from analysis.report import write_report
-
     run_settings = RunSettings.from_dict(run.settings)
     prefix = f"runs/{run.pk}/{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix=f"run-{run.pk}-") as tmp:
@@ -579,9 +578,9 @@ def _compute(run: Run, items: Sequence[_RunSlideInput], claim: _Claim) -> None:
         report["settings"]["manifest"] = "manifest.json"
         if choice:
             report["settings"]["aggregate_choice"] = choice
-        claim.update(step="report: tables, figures, PDF and bundle", progress=65.0)
+        claim.update(step="report and bundle", progress=65.0)
         (work / "report").mkdir()
-        write_report(evaluation, work / "report")
+        write_report_json(report, work / "report" / "report.json")
         write_bundle(manifest, work / "bundle.zip", settings=evaluation_settings)
 
         ranges = [
@@ -619,6 +618,43 @@ def _compute(run: Run, items: Sequence[_RunSlideInput], claim: _Claim) -> None:
         files["bundle.zip"] = _store(work / "bundle.zip", f"{prefix}/bundle.zip")
         _record(run, claim, report=report, aggregate=aggregate, ranges=ranges, slide_rows=slide_rows, files=files,
                 figures=chart_data(evaluation))
+    # Tables, figures, HTML and PDF take matplotlib seconds: the run is done (and reviewable) without them.
+    enqueue("runs.write_report", run.pk, queue="cpu", robust=True)
+
+
+def write_report_files(run_id: int) -> list[str]:
+    """The run's report files (CSV tables, figures as PNG and SVG, HTML, PDF), from its own bundle.
+
+    The bundle is evaluated again by :func:`analysis.manifest.evaluate_manifest` (the figures need
+    every NPR score, which the run does not keep) and must give the stored report.json, or
+    nothing is written: the downloads never disagree with the dashboard.  Returns the names added.
+    """
+    run = Run.objects.get(pk=run_id)
+    if run.status != Run.Status.DONE or "report.pdf" in run.files or "bundle.zip" not in run.files:
+        return []
+    with tempfile.TemporaryDirectory(prefix=f"run-{run.pk}-report-") as tmp:
+        work = Path(tmp)
+        with default_storage.open(run.files["bundle.zip"], "rb") as fh, zipfile.ZipFile(fh) as archive:
+            archive.extractall(work / "bundle")
+        run_settings = RunSettings.from_dict(run.settings)
+        evaluation = evaluate_manifest(work / "bundle" / "manifest.json", run_settings.evaluation(run.aggregate))
+        assert run.report is not None
+        again = {**evaluation.report, "settings": {**evaluation.report["settings"],
+                                                   **{k: run.report["settings"][k] for k in ("manifest",
+                                                      "aggregate_choice") if k in run.report["settings"]}}}
+        if again != run.report:
+            raise RunError(f"{run.name}: its bundle no longer gives its report.json; the report files are not written")
+        (work / "report").mkdir()
+        write_report(Evaluation(report=run.report, ranges=evaluation.ranges, slide_counts=evaluation.slide_counts),
+                     work / "report")
+        prefix = f"runs/{run.pk}/{uuid.uuid4().hex[:8]}"
+        added = {path.name: _store(path, f"{prefix}/report/{path.name}")
+                 for path in sorted((work / "report").iterdir()) if path.is_file() and path.name != "report.json"}
+    with transaction.atomic():
+        current = Run.objects.select_for_update().get(pk=run.pk)
+        current.files = {**added, **current.files}
+        current.save(update_fields=["files"])
+    return sorted(added)
 
 
 def chart_data(evaluation: Evaluation) -> dict[str, Any]:
@@ -787,6 +823,7 @@ def load_demo_run(project: Project, ensemble: Ensemble, cohorts: Sequence[Cohort
     run.refresh_from_db()
     if outcome != "done":
         raise RunError(f"{DEMO_RUN} {outcome}: {run.failure_reason or run.step}")
+    write_report_files(run.pk)
     for run_range in run.range_set.all():
         tau = "none (no false negatives in validation)" if run_range.sua_threshold is None \
             else f"{run_range.sua_threshold:.4g}"

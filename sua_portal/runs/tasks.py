@@ -27,3 +27,8 @@ def add_slide(self: Any, run_id: int, slide_id: int) -> str:
         return services.add_slide(run_id, slide_id)
     except services.Waiting:
         raise self.retry(countdown=settings.RUN_POLL_SECONDS) from None
+
+
+@shared_task(name="runs.write_report", queue="cpu", acks_late=True, reject_on_worker_lost=True)
+def write_report(run_id: int) -> list[str]:
+    return services.write_report_files(run_id)

@@ -106,6 +106,11 @@ def test_a_runs_downloads_are_there_for_members_only(
     finished_run: Run, people: dict[str, Any], api_for: Callable[[Any], Any],
 ) -> None:
     pathologist = api_for(people["pathologist"])
+    before = set(pathologist.get(f"/api/runs/{finished_run.pk}/").json()["files"])
+    # Done at once with report.json and the bundle; the drawn report follows (task runs.write_report).
+    assert before == {"report.json", "bundle.zip", "slides.csv"}
+    assert "report.pdf" in services.write_report_files(finished_run.pk)
+    assert services.write_report_files(finished_run.pk) == []  # once
     body = pathologist.get(f"/api/runs/{finished_run.pk}/").json()
     names = set(body["files"])
     assert {"report.json", "report.pdf", "report.html", "bundle.zip", "slides.csv", "table2_f_beta.csv",
