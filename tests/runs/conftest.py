@@ -36,14 +36,18 @@ def start(people: dict[str, Any], make_ensemble: Callable[..., Any],  # noqa: F8
     return go
 
 
-@pytest.fixture
-def finished_run(start: Callable[..., Any]) -> Any:
+def carry_through(run: Any) -> Any:
     """A run carried through in this process: heatmaps computed here, then the pipeline."""
     from sua_portal.runs import services
 
-    run = start()
     assert services.execute(run.pk) == "waiting"
     compute_heatmaps_here(run)
     assert services.execute(run.pk) == "done", run.__class__.objects.get(pk=run.pk).failure_reason
     run.refresh_from_db()
     return run
+
+
+@pytest.fixture
+def finished_run(start: Callable[..., Any]) -> Any:
+    """A run with the paper's settings (B = 50), carried through in this process."""
+    return carry_through(start())
