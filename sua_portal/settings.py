@@ -178,6 +178,7 @@ SPECTACULAR_SETTINGS = {
         "SlideStatusEnum": "sua_portal.slides.models.Slide.Status",
         "EnsembleStatusEnum": "sua_portal.ensembles.models.Ensemble.Status",
         "HeatmapStatusEnum": "sua_portal.ensembles.models.SlideHeatmap.Status",
+        "RunStatusEnum": "sua_portal.runs.models.Run.Status",
     },
 }
 

@@ -11,8 +11,11 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.db import models
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 
 from sua_portal.accounts.models import Project
+from sua_portal.celery import enqueue
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.slides.models import Cohort, Slide
 
@@ -167,3 +170,11 @@ class Region(models.Model):
 
     def __str__(self) -> str:
         return f"region {self.label} of {self.run_slide} ({self.run_range})"
+
+
+@receiver(post_save, sender=Slide, dispatch_uid="runs.slide_checked")
+def slide_checked(sender: type[Slide], instance: Slide, *, update_fields: Any = None, **kwargs: Any) -> None:
+    """A slide that became ready may join its project's review run (``runs.join_review_run`` decides):
+    the slides app cannot call up into runs, so runs listen."""
+    if instance.status == Slide.Status.READY and (update_fields is None or "status" in update_fields):
+        enqueue("runs.join_review_run", instance.pk, queue="cpu", robust=True)

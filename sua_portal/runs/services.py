@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tifffile
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import default_storage
@@ -403,8 +404,6 @@ def _slide_entry(item: _RunSlideInput, uncertainty: str, data: Path) -> dict[str
 
 
 def _heatmap_shape(path: Path) -> tuple[int, int]:
-    import tifffile
-
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         return int(page.shape[0]), int(page.shape[1])
@@ -724,9 +723,12 @@ def runs_to_join(slide: Slide) -> list[Run]:
     return [run]
 
 
-def queue_joining(slide: Slide) -> None:
-    for run in runs_to_join(slide):
+def queue_joining(slide: Slide) -> int:
+    """Queue the slide's joining of the runs it belongs to; how many."""
+    runs = runs_to_join(slide)
+    for run in runs:
         enqueue("runs.add_slide", run.pk, slide.pk, queue="cpu", robust=True)
+    return len(runs)
 
 
 def add_slide(run_id: int, slide_id: int) -> str:

@@ -8,6 +8,7 @@ from celery import shared_task
 from django.conf import settings
 
 from sua_portal.runs import services
+from sua_portal.slides.models import Slide
 
 
 @shared_task(name="runs.execute", queue="cpu", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -32,3 +33,9 @@ def add_slide(self: Any, run_id: int, slide_id: int) -> str:
 @shared_task(name="runs.write_report", queue="cpu", acks_late=True, reject_on_worker_lost=True)
 def write_report(run_id: int) -> list[str]:
     return services.write_report_files(run_id)
+
+
+@shared_task(name="runs.join_review_run", queue="cpu")
+def join_review_run(slide_id: int) -> int:
+    slide = Slide.objects.select_related("cohort").filter(pk=slide_id).first()
+    return 0 if slide is None else services.queue_joining(slide)

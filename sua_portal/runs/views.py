@@ -89,7 +89,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=StartRunSerializer, responses={202: RunSerializer})
+    @extend_schema(request=StartRunSerializer,
+                   responses={202: RunSerializer, 404: OpenApiResponse(description="the project is not one of the caller's")})
     def create(self, request: Request) -> Response:
         """Start a run: checked at once (400 naming the cohort, slide or setting), then queued."""
         body = StartRunSerializer(data=request.data)
@@ -191,7 +192,9 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
         response["Cache-Control"] = "private, max-age=86400"  # a run never changes
         return response
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+    @extend_schema(responses={(200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY,
+                                                            description="JSON, CSV, PNG, SVG, HTML, PDF or zip"),
+                              404: OpenApiResponse(description="no such file in this run (or not written yet)")})
     @action(detail=True, methods=["get"], url_path=r"files/(?P<name>[A-Za-z0-9_.-]+)")
     def files(self, request: Request, pk: str | None = None, name: str = "") -> HttpResponseBase:
         """A download of the run at a permanent URL: report.json, .csv tables, figures, report.html/.pdf,

@@ -6,7 +6,7 @@ not document fails the test. Operations come from the schema, so a new endpoint 
 without anyone writing a test for it.
 
 Path parameters mostly name real objects made here (a project, cohort, checked slide,
-annotation, upload, ensemble, heatmap, member), so the handlers run and not only their 404s.
+annotation, upload, ensemble, heatmap, member, run), so the handlers run and not only their 404s.
 Each request runs in a savepoint that is rolled back, so a DELETE (or a PATCH) of one of
 them leaves the next request the same data.
 """
@@ -61,6 +61,8 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
     from sua_portal.accounts import tokens
     from sua_portal.accounts.models import Membership, Project
     from sua_portal.ensembles.models import Ensemble, SlideHeatmap
+    from sua_portal.runs.models import Run, RunRange, RunSlide
+    from sua_portal.runs.services import RunSettings
     from sua_portal.slides import services
     from sua_portal.slides.models import Annotation, Cohort
 
@@ -84,6 +86,13 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
         upload = services.start_upload(cohort, filename="next.tiff", size=1000, user=users["admin"])
         ensemble = Ensemble.objects.create(project=project, name="Fuzz ensemble", origin=Ensemble.Origin.IMPORTED)
         heatmap = SlideHeatmap.objects.create(ensemble=ensemble, slide=slide)
+        # A finished run with one range and the slide (no files: its downloads answer 404).
+        run = Run.objects.create(project=project, name="Fuzz run", ensemble=ensemble, ensemble_name=ensemble.name,
+                                 settings=RunSettings.defaults().to_dict(), status=Run.Status.DONE, aggregate="mean")
+        RunRange.objects.create(run=run, index=0, lower=0.55, upper=0.95, sua_threshold=0.5)
+        RunSlide.objects.create(run=run, slide=slide, heatmap=heatmap, name=slide.name, cohort_name=cohort.name,
+                                role="validation", domain="validation", has_tumor=True, downsample=16.0,
+                                figures=[{"nprs": 0, "flagged": 0}])
         # Personal API tokens, as a researcher's script sends them.
         keys = {role: tokens.issue(users[role], name="fuzz") for role in CALLERS[1:]}
         headers = {role: {"Authorization": f"Token {key}"} for role, (_, key) in keys.items()}
@@ -98,6 +107,7 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
                 "uploads": {"id": str(upload.pk)},
                 "ensembles": {"id": ensemble.pk},
                 "heatmaps": {"id": heatmap.pk},
+                "runs": {"id": run.pk, "name": "slides.csv"},
                 "tokens": {"id": keys["admin"][0].pk},
             },
         }

@@ -22,7 +22,7 @@ def _entry_modules() -> list[str]:
 
 
 def test_the_pages_load_their_scripts_as_modules() -> None:
-    assert _entry_modules() == ["app/upload.js", "app/viewer.js"]
+    assert _entry_modules() == ["app/run.js", "app/upload.js", "app/viewer.js"]
 
 
 @pytest.mark.django_db
