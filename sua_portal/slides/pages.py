@@ -1,6 +1,6 @@
 """Server-rendered pages of the slides app: the slide viewer, and what the cohort page shows of its slides.
 
-The cohort page itself is served by the ensembles app (:mod:`sua_portal.ensembles.pages`), which adds each
+The cohort page itself is served by the runs app (:mod:`sua_portal.runs.pages`), which adds each
 slide's review state: the slides app does not know about heatmaps.
 """
 
