@@ -91,7 +91,7 @@ export async function loadOutlines(layer, url, state) {
 
 /**
  * A run as the API lists it: its ranges with their thresholds, and the range pathologists review.
- * @typedef {{ id: number, name: string, settings: { review_range?: number },
+ * @typedef {{ id: number, name: string, settings: { review_range?: number, heatmap_downsample: number },
  *             ranges: { index: number, lower: number, upper: number, sua_threshold: number | null }[] }} Run
  */
 
@@ -139,6 +139,8 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
   const regionsUrl = pageUrl(page, "runRegions");
   const runsUrl = pageUrl(page, "runs");
   const runPageUrl = pageUrl(page, "runPage");
+  const maskUrl = pageUrl(page, "runMask");
+  const maskSelect = /** @type {HTMLSelectElement} */ (element("refined-mask"));
   const ensembleSelect = /** @type {HTMLSelectElement} */ (element("heatmap-ensemble"));
   const kindSelect = /** @type {HTMLSelectElement} */ (element("heatmap-kind"));
   const opacity = /** @type {HTMLInputElement} */ (element("heatmap-opacity"));
@@ -151,15 +153,42 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
   let heatmaps = [];
   /** @type {OpenSeadragon.TiledImage | null} */
   let overlay = null;
+  /** @type {OpenSeadragon.TiledImage | null} */
+  let maskOverlay = null;
   /** @type {Region[]} */
   let regions = [];
   /** @type {Run | null} */
   let run = null;
   state.overlay = "";
+  state.mask = "";
   state.flaggedShown = 0;
 
   function current() {
     return heatmaps.find((h) => String(h.id) === ensembleSelect.value);
+  }
+
+  /**
+   * Lay an image on the heatmap grid over the slide.
+   * @param {string} url a PNG, one pixel per heatmap cell
+   * @param {number} downsample level-0 pixels per heatmap cell
+   * @param {number} index the layer's place in the world (1: heatmap, 2: refined mask)
+   * @param {() => boolean} stillWanted false once the user chose something else meanwhile
+   * @param {(item: OpenSeadragon.TiledImage) => void} added
+   */
+  function addGridImage(url, downsample, index, stillWanted, added) {
+    const probe = new Image();
+    probe.onload = () => {
+      if (!stillWanted()) return;
+      // One heatmap pixel covers `downsample` level-0 pixels; the slide is 1 viewport unit wide.
+      viewer.addTiledImage({
+        tileSource: /** @type {any} */ ({ type: "image", url: url, buildPyramid: false }),
+        x: 0, y: 0, width: probe.naturalWidth * downsample / imageWidth(),
+        opacity: parseFloat(opacity.value), index: Math.min(index, viewer.world.getItemCount()),
+        // OpenSeadragon passes {item}, the added TiledImage (its type declarations say Event).
+        success: (event) => added(/** @type {{ item: OpenSeadragon.TiledImage }} */ (/** @type {unknown} */ (event)).item),
+      });
+    };
+    probe.src = url;
   }
 
   function showOverlay() {
@@ -171,22 +200,26 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
     legend.className = "legend " + kind;
     if (!heatmap || !kind) return;
     const url = urlWithId(imageUrl, heatmap.id) + "?kind=" + encodeURIComponent(kind);
-    const probe = new Image();
-    probe.onload = () => {
-      if (current() !== heatmap || kindSelect.value !== kind) return;  // changed meanwhile
-      // One heatmap pixel covers `downsample` level-0 pixels; the slide is 1 viewport unit wide.
-      viewer.addTiledImage({
-        tileSource: /** @type {any} */ ({ type: "image", url: url, buildPyramid: false }),
-        x: 0, y: 0, width: probe.naturalWidth * heatmap.downsample / imageWidth(),
-        opacity: parseFloat(opacity.value), index: 1,
-        success: (event) => {
-          // OpenSeadragon passes {item}, the added TiledImage (its type declarations say Event).
-          overlay = /** @type {{ item: OpenSeadragon.TiledImage }} */ (/** @type {unknown} */ (event)).item;
-          state.overlay = kind;
-        },
+    addGridImage(url, heatmap.downsample, 1, () => current() === heatmap && kindSelect.value === kind, (item) => {
+      overlay = item;
+      state.overlay = kind;
+    });
+  }
+
+  /** The run's SUA- or baseline-refined mask of this slide in the chosen range, over the heatmap. */
+  function showMask() {
+    if (maskOverlay) { viewer.world.removeItem(maskOverlay); maskOverlay = null; }
+    state.mask = "";
+    const method = maskSelect.value;
+    if (!run || !method) return;
+    const chosen = run;
+    const range = rangeSelect.value;
+    const url = urlWithId(maskUrl, chosen.id) + "&range=" + encodeURIComponent(range) + "&method=" + method;
+    addGridImage(url, chosen.settings.heatmap_downsample, 2,
+      () => run === chosen && maskSelect.value === method && rangeSelect.value === range, (item) => {
+        maskOverlay = item;
+        state.mask = method;
       });
-    };
-    probe.src = url;
   }
 
   /**
@@ -241,6 +274,7 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
     run = runs.find((r) => String(r.id) === wanted) || runs[0] || null;
     const title = element("npr-run");
     title.replaceChildren();
+    element("refined-controls").hidden = !run;
     if (!run) { title.textContent = "no run yet"; return; }
     const link = document.createElement("a");
     link.href = urlWithId(runPageUrl, run.id);
@@ -280,6 +314,9 @@ export function initHeatmaps(viewer, page, layer, state, imageWidth) {
 
   ensembleSelect.addEventListener("change", showOverlay);
   kindSelect.addEventListener("change", showOverlay);
-  rangeSelect.addEventListener("change", showRegions);
-  opacity.addEventListener("input", () => { if (overlay) overlay.setOpacity(parseFloat(opacity.value)); });
+  rangeSelect.addEventListener("change", () => { showRegions(); showMask(); });
+  maskSelect.addEventListener("change", showMask);
+  opacity.addEventListener("input", () => {
+    for (const item of [overlay, maskOverlay]) if (item) item.setOpacity(parseFloat(opacity.value));
+  });
 }

@@ -12,6 +12,8 @@ interface SuaViewerState {
   overlay?: string;
   /** flagged regions listed for the chosen SUA range */
   flaggedShown?: number;
+  /** the run's refined mask laid over the slide: "sua", "baseline" or "" for none */
+  mask?: string;
 }
 
 interface Window {

@@ -48,8 +48,13 @@ def run_list(request: HttpRequest) -> HttpResponse:
     projects = Project.objects.visible_to(request.user)
     runs = list(services.runs_of(projects).select_related("created_by").order_by("project__name", "-created"))
     review = {r.pk for r in (services.review_run(p) for p in projects) if r is not None}
+    flagged = services.flagged_in_review_range(runs)
     for run in runs:
         run.is_reviewed = run.pk in review  # type: ignore[attr-defined]
+        run.flagged = flagged.get(run.pk, 0)  # type: ignore[attr-defined]
+        ranges = run.settings.get("ranges", [])
+        index = run.settings.get("review_range", 0)
+        run.review_label = "{:g} to {:g}".format(*ranges[index]) if index < len(ranges) else ""  # type: ignore[attr-defined]
     return render(request, "runs/list.html", {"runs": runs, "can_start": _can_start(request.user)})
 
 

@@ -797,8 +797,18 @@ def regions_of(run: Run, *, slide: Slide | int | None = None, flagged: bool | No
 
 
 def runs_of(projects: Iterable[Project | int]) -> QuerySet[Run]:
-    return Run.objects.filter(project__in=projects).select_related("project").annotate(
-        flagged=Count("regions", filter=Q(regions__flagged=True)))
+    return Run.objects.filter(project__in=projects).select_related("project")
+
+
+def flagged_in_review_range(runs: Iterable[Run]) -> dict[int, int]:
+    """Flagged regions of each run in its own review range (runs that flag nothing are left out)."""
+    wanted = Q()
+    for run in runs:
+        wanted |= Q(run=run, run_range__index=run.settings.get("review_range", 0))
+    if not wanted:
+        return {}
+    rows = Region.objects.filter(wanted, flagged=True).values("run").annotate(n=Count("id"))
+    return {row["run"]: row["n"] for row in rows}
 
 
 # --- the demo ------------------------------------------------------------------------------------

@@ -52,6 +52,13 @@ def test_a_pathologist_sees_the_review_runs_flagged_outlines_and_goes_to_each(
     assert page.evaluate("window.suaViewer.viewport.getZoom()") > before * 1.5
     assert page.locator("svg.annotation-layer path.npr.active").count() == 1
 
+    # The run's SUA-refined mask of this range over the heatmap, then none.
+    page.select_option("#refined-mask", "sua")
+    page.wait_for_function("window.suaViewerState.mask === 'sua'", timeout=10_000)
+    assert page.evaluate("window.suaViewer.world.getItemCount()") == 3
+    page.select_option("#refined-mask", "")
+    page.wait_for_function("window.suaViewer.world.getItemCount() === 2", timeout=10_000)
+
     # Another overlay, then none.
     page.select_option("#heatmap-kind", "segmentation")
     page.wait_for_function("window.suaViewerState.overlay === 'segmentation'", timeout=10_000)
