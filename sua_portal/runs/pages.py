@@ -227,9 +227,9 @@ def _f_beta_rows(run: Run) -> dict[tuple[str, str, int], dict[str, Any]]:
 
 
 def _setting_text(value: Any) -> str:
-    """A setting as the run page shows it: ranges as 0.55–0.95, numbers without trailing zeros."""
+    """A setting as the run page shows it: ranges as "0.55 to 0.95", numbers without trailing zeros."""
     if isinstance(value, list | tuple) and value and all(isinstance(r, list | tuple) and len(r) == 2 for r in value):
-        return ", ".join(f"{float(lo):g}–{float(up):g}" for lo, up in value)
+        return ", ".join(f"{float(lo):g} to {float(up):g}" for lo, up in value)
     if isinstance(value, float):
         return f"{value:g}"
     return "—" if value is None or value == "" else str(value)
