@@ -9,8 +9,8 @@ export default [
     languageOptions: {
       ecmaVersion: 2022,
       sourceType: "module",
-      // OpenSeadragon: the classic script the viewer page loads before the modules.
-      globals: { ...globals.browser, OpenSeadragon: "readonly" },
+      // OpenSeadragon and vegaEmbed: classic scripts the viewer and run pages load before the modules.
+      globals: { ...globals.browser, OpenSeadragon: "readonly", vegaEmbed: "readonly" },
     },
     rules: {
       eqeqeq: "error",

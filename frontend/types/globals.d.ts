@@ -1,5 +1,6 @@
 // What the pages share with the browser tests (tests/*/test_viewer.py read these) and with OpenSeadragon,
-// which the viewer page loads as a classic script before the modules (it has no ES module build).
+// which the viewer page loads as a classic script before the modules (it has no ES module build), and with
+// vega-embed, which the run page loads the same way.
 
 /** How far the viewer got: counted by the viewer and its layers, read by the browser tests. */
 interface SuaViewerState {
@@ -16,7 +17,28 @@ interface SuaViewerState {
   mask?: string;
 }
 
+/** How far the run page's charts got: counted by run.js, read by the browser tests (tests/runs/test_dashboard.py). */
+interface SuaRunChartsState {
+  /** charts asked for (each range's histogram row counts as one chart) */
+  expected: number;
+  /** charts vega-embed has drawn */
+  drawn: number;
+  /** why the others could not be drawn */
+  failed: string[];
+  /** the first drawing is over (drawn or failed) */
+  ready: boolean;
+}
+
 interface Window {
   suaViewer?: OpenSeadragon.Viewer;
   suaViewerState?: SuaViewerState;
+  suaRunCharts?: SuaRunChartsState;
+}
+
+/** vega-embed's UMD build (static vega-embed/vega-embed.min.js, after vega and vega-lite): the run page's charts. */
+declare const vegaEmbed: typeof import("vega-embed").default;
+
+// vega-embed's declarations import fast-json-patch's ES module build, which ships no declarations of its own.
+declare module "fast-json-patch/index.mjs" {
+  export type Operation = import("fast-json-patch").Operation;
 }

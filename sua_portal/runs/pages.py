@@ -20,7 +20,7 @@ from sua_portal.accounts.models import Project
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.errors import DomainError
 from sua_portal.runs import services
-from sua_portal.runs.models import Run, RunSlide
+from sua_portal.runs.models import Run, RunCohort, RunSlide
 from sua_portal.slides.models import Cohort, Slide
 from sua_portal.slides.pages import cohort_context
 
@@ -143,24 +143,48 @@ def _slide_rows(run: Run, index: int, request: HttpRequest) -> list[dict[str, An
     return rows
 
 
+def _test_domains(cohorts: Sequence[RunCohort]) -> list[str]:
+    """The run's test domains in the order its pipeline met them (its cohorts by role, then name)."""
+    return list(dict.fromkeys(c.domain for c in cohorts if c.role == RunCohort.Role.TEST))
+
+
+def _in_domain_order(report: dict[str, Any], domains: Sequence[str]) -> dict[str, Any]:
+    """``report`` with each range's domains in ``domains``' order: a JSON column keeps no key order
+    (PostgreSQL's jsonb sorts keys by length), while report.json lists domains as they were evaluated."""
+    def ordered(block: dict[str, Any]) -> dict[str, Any]:
+        rank = {name: i for i, name in enumerate(domains)}
+        return dict(sorted(block.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
+
+    return {**report, "ranges": [{**entry, "domains": ordered(entry.get("domains", {}))}
+                                 for entry in report.get("ranges", [])]}
+
+
+#: Report tables the page does not repeat: the thresholds have their own section (with validation figures).
+_TABLES_SHOWN_ELSEWHERE = frozenset({"thresholds"})
+
+
 @login_required
 def run_page(request: HttpRequest, pk: int) -> HttpResponse:
     """The dashboard: state, settings, thresholds, the paper's tables and figures, slides, downloads."""
     run = _visible_run(request, pk)
     ranges = list(run.range_set.all())
+    cohorts = list(run.cohorts.all())
+    domains = _test_domains(cohorts)
     index = request.GET.get("range", str(run.settings.get("review_range", 0)))
     index_value = int(index) if index.isdigit() and int(index) < max(len(ranges), 1) else 0
     tables = []
     if run.report:
-        cells = report_table_cells(run.report, (run.figures or {}).get("slide_counts", {}))
+        cells = report_table_cells(_in_domain_order(run.report, domains), (run.figures or {}).get("slide_counts", {}))
         tables = [{"name": name, "caption": TABLES[name], "head": rows[0], "rows": rows[1:]}
-                  for name, rows in cells.items() if name in TABLES]
+                  for name, rows in cells.items() if name in TABLES and name not in _TABLES_SHOWN_ELSEWHERE]
     context = {
         "run": run, "ranges": ranges, "range_index": index_value, "tables": tables,
+        # The charts' columns: validation first, then the test domains as the tables list them.
+        "chart_parts": ["validation", *domains],
         "figures": [(name, caption) for name, caption in FIGURES.items() if f"{name}.svg" in run.files],
         "slide_rows": _slide_rows(run, index_value, request) if run.status == Run.Status.DONE else [],
         "slide_columns": [heading for _, heading in SLIDE_COLUMNS],
-        "cohorts": list(run.cohorts.all()),
+        "cohorts": cohorts,
         "can_start": _can_start(request.user), "is_review": services.review_run(run.project) == run,
         "others": Run.objects.filter(project=run.project, status=Run.Status.DONE).exclude(pk=run.pk),
         "downloads": sorted(run.files) + (["slides.csv"] if run.status == Run.Status.DONE else []),
@@ -207,6 +231,15 @@ def _f_beta_rows(run: Run) -> dict[tuple[str, str, int], dict[str, Any]]:
     return out
 
 
+def _setting_text(value: Any) -> str:
+    """A setting as the run page shows it: ranges as "0.55 to 0.95", numbers without trailing zeros."""
+    if isinstance(value, list | tuple) and value and all(isinstance(r, list | tuple) and len(r) == 2 for r in value):
+        return ", ".join(f"{float(lo):g} to {float(up):g}" for lo, up in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return "—" if value is None or value == "" else str(value)
+
+
 @login_required
 def compare_runs(request: HttpRequest) -> HttpResponse:
     """Two runs side by side: settings that differ, Table 2 of each and the difference."""
@@ -225,7 +258,8 @@ def compare_runs(request: HttpRequest) -> HttpResponse:
                      "range": "{:g} to {:g}".format(*ranges[key[2]]), "a": ma, "b": mb,
                      "diff": None if ma is None or mb is None else mb - ma})
     return render(request, "runs/compare.html", {
-        "a": a, "b": b, "settings_rows": [(k, x, y, x != y) for k, x, y in settings_rows], "rows": rows,
+        "a": a, "b": b, "rows": rows,
+        "settings_rows": [(k.replace("_", " "), _setting_text(x), _setting_text(y), x != y) for k, x, y in settings_rows],
         "beta": a.settings.get("beta"),
     })
 
