@@ -1,18 +1,24 @@
-"""Tumor annotations: ASAP XML, QuPath GeoJSON and binary masks, as shapely geometry.
+"""Annotations: ASAP XML, QuPath GeoJSON, CSV with WKT outlines and binary masks, as shapely geometry.
 
-All coordinates are level-0 pixels (x to the right, y down), as both formats
-store them.  The ground truth of a slide is the union of its tumor polygons
-minus the union of its exclusion polygons (ASAP group ``_2``), rasterised onto
+All coordinates are level-0 pixels (x to the right, y down), as every format
+stores them.  Labelled annotations (a class per shape: reviewers' verdicts,
+say) are written with :func:`asap_xml` (a group per label), :func:`geojson`
+(``classification`` with name and colour, as QuPath imports it) and
+:func:`annotations_csv`, and read back by :func:`read_annotations`.
+
+The ground truth of a slide is the union of its tumor polygons minus the union of its exclusion polygons (ASAP group ``_2``), rasterised onto
 a heatmap grid by one rule (SPEC §6): grid pixel (r, c) at downsample ``d`` is
 tumor when its centre ((c + 0.5) d, (r + 0.5) d) lies inside.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +33,15 @@ from analysis.errors import InputError
 
 __all__ = [
     "Annotation",
+    "annotations_csv",
+    "asap_xml",
+    "geojson",
     "load_tumor_geometry",
     "mask_to_polygons",
     "rasterize",
     "read_annotations",
     "read_asap_xml",
+    "read_csv",
     "read_geojson",
     "tumor_geometry",
     "valid_multipolygon",
@@ -194,8 +204,42 @@ def read_geojson(path: str | Path) -> list[Annotation]:
     return result
 
 
+def read_csv(path: str | Path) -> list[Annotation]:
+    """Read the annotations of a CSV table as :func:`annotations_csv` writes it.
+
+    One row per annotation: the outline in column ``geometry`` (WKT, Polygon
+    or MultiPolygon, level-0 pixels), the label in ``classification`` and the
+    name in ``name`` (both optional); other columns are ignored.  A row with
+    an empty geometry is skipped.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read CSV ({exc})") from exc
+    if rows and "geometry" not in rows[0]:
+        raise InputError(f"{path}: no 'geometry' column (WKT outlines); columns: {', '.join(rows[0])}")
+    result: list[Annotation] = []
+    for number, row in enumerate(rows):
+        text = (row.get("geometry") or "").strip()
+        if not text:
+            continue
+        try:
+            parsed = shapely.from_wkt(text)
+        except shapely.errors.GEOSException as exc:
+            raise InputError(f"{path}: row {number + 1} has a bad WKT geometry ({exc})") from exc
+        name = row.get("name") or f"Row {number + 1}"
+        label = row.get("classification") or ""
+        if isinstance(parsed, Polygon | MultiPolygon):
+            result.append(Annotation(name=name, label=label, geometry=parsed))
+        else:
+            result.extend(Annotation(name=name, label=label, geometry=part) for part in _area_parts(parsed))
+    return result
+
+
 def read_annotations(path: str | Path) -> list[Annotation]:
-    """Read ASAP XML (``.xml``) or GeoJSON (``.geojson``, ``.json``)."""
+    """Read ASAP XML (``.xml``), GeoJSON (``.geojson``, ``.json``) or CSV with WKT outlines (``.csv``)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -204,7 +248,9 @@ def read_annotations(path: str | Path) -> list[Annotation]:
         return read_asap_xml(path)
     if suffix in (".geojson", ".json"):
         return read_geojson(path)
-    raise InputError(f"{path}: unknown annotation format {suffix!r} (use .xml or .geojson)")
+    if suffix == ".csv":
+        return read_csv(path)
+    raise InputError(f"{path}: unknown annotation format {suffix!r} (use .xml, .geojson or .csv)")
 
 
 # --------------------------------------------------------------------------- tumor geometry
@@ -328,38 +374,114 @@ def _xy(ring: Any) -> list[tuple[float, float]]:
     return coords[:-1] if len(coords) > 1 and coords[0] == coords[-1] else coords
 
 
-def write_asap_xml(polygons: Iterable[BaseGeometry] | BaseGeometry, path: str | Path, *, group: str = "Tumor") -> None:
-    """Write polygons as ASAP XML, level-0 pixel coordinates.
+#: The colours ASAP draws annotations and their groups in when none is given.
+_ASAP_ANNOTATION_COLOR = "#F4FA58"
+_ASAP_GROUP_COLOR = "#64FE2E"
 
-    Each exterior becomes an annotation of ``group``; ASAP has no holes, so
-    each hole becomes an annotation of the first exclusion group (``_2``),
-    which :func:`load_tumor_geometry` cuts out again.  Coordinates are written
-    with ``repr`` so that reading them back gives the same floats.
+
+def asap_xml(annotations: Iterable[Annotation], *, colors: Mapping[str, str] | None = None) -> bytes:
+    """ASAP XML of labelled annotations, level-0 pixel coordinates: a group per label.
+
+    Each polygon of an annotation becomes an ASAP annotation of the group
+    named by its label (a MultiPolygon's parts are named ``"<name> part <i>"``);
+    ASAP has no holes, so each hole becomes an annotation ``"<...> hole <k>"``
+    of the first exclusion group (``_2``), which :func:`load_tumor_geometry`
+    cuts out again.  Coordinates are written with ``repr``, so reading them
+    back gives the same floats.  ``colors`` maps a label to ``"#RRGGBB"``.
+
+    >>> text = asap_xml([Annotation("Region 1", "Not tumor", shapely.box(0, 0, 4, 4))], colors={"Not tumor": "#00A000"})
+    >>> b'PartOfGroup="Not tumor" Color="#00A000"' in text
+    True
     """
+    colors = colors or {}
     hole_group = ASAP_EXCLUDE_GROUPS[0]
     root = ET.Element("ASAP_Annotations")
-    annotations = ET.SubElement(root, "Annotations")
-    needs_hole_group = False
+    elements = ET.SubElement(root, "Annotations")
+    groups: dict[str, str] = {}
 
-    def add(name: str, part_of: str, coords: list[tuple[float, float]]) -> None:
-        element = ET.SubElement(
-            annotations, "Annotation", Name=name, Type="Polygon", PartOfGroup=part_of, Color="#F4FA58"
-        )
+    def add(name: str, group: str, coords: list[tuple[float, float]]) -> None:
+        color = colors.get(group, _ASAP_ANNOTATION_COLOR)
+        groups.setdefault(group, colors.get(group, _ASAP_GROUP_COLOR))
+        element = ET.SubElement(elements, "Annotation", Name=name, Type="Polygon", PartOfGroup=group, Color=color)
         coordinates = ET.SubElement(element, "Coordinates")
         for order, (x, y) in enumerate(coords):
             ET.SubElement(coordinates, "Coordinate", Order=str(order), X=repr(x), Y=repr(y))
 
-    for number, polygon in enumerate(_polygons(polygons)):
-        add(f"Annotation {number}", group, _xy(polygon.exterior))
-        for hole_number, hole in enumerate(polygon.interiors):
-            needs_hole_group = True
-            add(f"Annotation {number} hole {hole_number}", hole_group, _xy(hole))
-    groups = ET.SubElement(root, "AnnotationGroups")
-    for name in [group, hole_group] if needs_hole_group else [group]:
-        element = ET.SubElement(groups, "Group", Name=name, PartOfGroup="None", Color="#64FE2E")
+    for annotation in annotations:
+        parts = _polygons(annotation.geometry)
+        for number, polygon in enumerate(parts):
+            name = annotation.name if len(parts) == 1 else f"{annotation.name} part {number}"
+            add(name, annotation.label, _xy(polygon.exterior))
+            # Each hole right after its polygon, as ASAP users read them.
+            for hole_number, hole in enumerate(polygon.interiors):
+                add(f"{name} hole {hole_number}", hole_group, _xy(hole))
+    table = ET.SubElement(root, "AnnotationGroups")
+    for name, color in groups.items():
+        element = ET.SubElement(table, "Group", Name=name, PartOfGroup="None", Color=color)
         ET.SubElement(element, "Attributes")
     ET.indent(root)
-    ET.ElementTree(root).write(Path(path), encoding="utf-8", xml_declaration=True)
+    out = io.BytesIO()
+    ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
+    return out.getvalue()
+
+
+def write_asap_xml(polygons: Iterable[BaseGeometry] | BaseGeometry, path: str | Path, *, group: str = "Tumor") -> None:
+    """Write polygons as ASAP XML, level-0 pixel coordinates (:func:`asap_xml`, every polygon in ``group``).
+
+    Each exterior becomes an annotation ``"Annotation <i>"`` of ``group``; each
+    hole an annotation of the exclusion group ``_2``.
+    """
+    items = [Annotation(f"Annotation {number}", group, polygon) for number, polygon in enumerate(_polygons(polygons))]
+    Path(path).write_bytes(asap_xml(items))
+
+
+def _exact_geometry(geometry: Polygon | MultiPolygon) -> dict[str, Any]:
+    """A GeoJSON geometry whose coordinates are plain floats (JSON writes them with ``repr``: exact)."""
+    mapped = dict(mapping(geometry))
+
+    def rings(polygon: Any) -> list[list[list[float]]]:
+        return [[[float(x), float(y)] for x, y, *_ in ring] for ring in polygon]
+
+    if isinstance(geometry, MultiPolygon):
+        mapped["coordinates"] = [rings(polygon) for polygon in mapped["coordinates"]]
+    else:
+        mapped["coordinates"] = rings(mapped["coordinates"])
+    return mapped
+
+
+def geojson(
+    annotations: Sequence[Annotation],
+    *,
+    colors: Mapping[str, Sequence[int]] | None = None,
+    properties: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of labelled annotations as QuPath imports it (level-0 pixels).
+
+    One Feature per annotation (a Polygon with its holes, or a MultiPolygon)
+    with ``properties`` ``objectType`` "annotation", ``name`` and
+    ``classification`` ``{"name": label, "color": [r, g, b]}`` (the colour from
+    ``colors``, when it names the label), plus ``properties[i]`` of the
+    annotation when given (QuPath keeps a ``measurements`` object of numbers).
+
+    >>> document = geojson([Annotation("Region 1", "Tumor", shapely.box(0, 0, 4, 4))], colors={"Tumor": (200, 0, 0)})
+    >>> document["features"][0]["properties"]["classification"]
+    {'name': 'Tumor', 'color': [200, 0, 0]}
+    """
+    if properties is not None and len(properties) != len(annotations):
+        raise ValueError(f"{len(properties)} property sets for {len(annotations)} annotations")
+    colors = colors or {}
+    features = []
+    for i, annotation in enumerate(annotations):
+        classification: dict[str, Any] = {"name": annotation.label}
+        if annotation.label in colors:
+            classification["color"] = [int(c) for c in colors[annotation.label]]
+        features.append({
+            "type": "Feature",
+            "geometry": _exact_geometry(annotation.geometry),
+            "properties": {"objectType": "annotation", "name": annotation.name, "classification": classification,
+                           **(properties[i] if properties is not None else {})},
+        })
+    return {"type": "FeatureCollection", "features": features}
 
 
 def write_geojson(
@@ -380,11 +502,9 @@ def write_geojson(
     """
     features = []
     for i, polygon in enumerate(_polygons(polygons)):
-        geometry = mapping(polygon)
-        geometry["coordinates"] = [[[float(x), float(y)] for x, y, *_ in ring] for ring in geometry["coordinates"]]
         feature: dict[str, Any] = {
             "type": "Feature",
-            "geometry": geometry,
+            "geometry": _exact_geometry(polygon),
             "properties": {"objectType": "annotation", "classification": {"name": classification}},
         }
         if id_namespace is not None:
@@ -394,6 +514,44 @@ def write_geojson(
             feature["properties"]["isLocked"] = False
         features.append(feature)
     Path(path).write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+
+
+def _wkt(geometry: Polygon | MultiPolygon) -> str:
+    """WKT with every coordinate written by ``repr`` (shapely's writer rounds the last digit away)."""
+
+    def rings(polygon: Polygon) -> str:
+        return ", ".join("(" + ", ".join(f"{x!r} {y!r}" for x, y in ((float(x), float(y)) for x, y, *_ in ring.coords))
+                         + ")" for ring in (polygon.exterior, *polygon.interiors))
+
+    if isinstance(geometry, MultiPolygon):
+        return "MULTIPOLYGON (" + ", ".join(f"({rings(p)})" for p in geometry.geoms) + ")"
+    return f"POLYGON ({rings(geometry)})"
+
+
+def annotations_csv(annotations: Sequence[Annotation], *, columns: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """A CSV table of labelled annotations, one row each, that :func:`read_csv` reads back exactly.
+
+    Columns: ``name``, ``classification``, the keys of ``columns[i]`` (in order
+    of first appearance; a row without one leaves it empty), and last
+    ``geometry``, the outline as WKT in level-0 pixels (coordinates written
+    with ``repr``).
+
+    >>> print(annotations_csv([Annotation("Region 1", "Unsure", shapely.box(0, 0, 1, 1))], columns=[{"score": 0.5}]))
+    name,classification,score,geometry
+    Region 1,Unsure,0.5,"POLYGON ((1.0 0.0, 1.0 1.0, 0.0 1.0, 0.0 0.0, 1.0 0.0))"
+    <BLANKLINE>
+    """
+    if columns is not None and len(columns) != len(annotations):
+        raise ValueError(f"{len(columns)} column sets for {len(annotations)} annotations")
+    extra = list(dict.fromkeys(key for row in columns or () for key in row))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["name", "classification", *extra, "geometry"])
+    for i, annotation in enumerate(annotations):
+        values = columns[i] if columns is not None else {}
+        writer.writerow([annotation.name, annotation.label, *(values.get(key, "") for key in extra),
+                         _wkt(annotation.geometry)])
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------------- rasterisation
