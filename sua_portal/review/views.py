@@ -55,6 +55,7 @@ from sua_portal.slides.models import Cohort
 REVIEWERS = (roles.ADMIN, roles.PATHOLOGIST)
 _CONFLICT = OpenApiResponse(description="the run is no longer the review run, or the caller marked the slide "
                                         "complete (detail says which)")
+_NOT_FINISHED = OpenApiResponse(description="the run is not finished: it has no flags to review yet")
 _SLIDE_NOT_IN_RUN = OpenApiResponse(description="no such run among the caller's projects, or the slide is not in it")
 
 
@@ -94,6 +95,8 @@ class VerdictViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     lookup_url_kwarg = "verdict"
 
     def get_queryset(self) -> QuerySet[Verdict]:
+        if not self.request.user.is_authenticated:  # the schema generator's anonymous request
+            return Verdict.objects.none()
         runs = Run.objects.filter(project__in=_visible_projects(self.request))
         if self.action != "list":
             return services.verdicts_of(self.request.user, runs=runs)
@@ -141,7 +144,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
     # --- a slide's queue, the worklist ---
 
     @extend_schema(parameters=[OpenApiParameter("slide", int, required=True)], responses={200: QueueSerializer,
-                   404: _SLIDE_NOT_IN_RUN})
+                   404: _SLIDE_NOT_IN_RUN, 409: _NOT_FINISHED})
     @action(detail=True, methods=["get"])
     def queue(self, request: Request, run: str | None = None) -> Response:
         """The slide's flagged regions in the review range, highest score first, each with the caller's
@@ -151,7 +154,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
         return Response(QueueSerializer(services.slide_queue(found, row, request.user)).data)
 
     @extend_schema(parameters=[OpenApiParameter("cohort", int, description="one cohort's slides")],
-                   responses={200: WorklistSerializer})
+                   responses={200: WorklistSerializer, 409: _NOT_FINISHED})
     @action(detail=True, methods=["get"])
     def worklist(self, request: Request, run: str | None = None) -> Response:
         """The run's slides with flagged and (the caller's) reviewed counts: slides with regions left
@@ -161,7 +164,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
 
     @extend_schema(parameters=[OpenApiParameter("after", int, description="the slide the caller is on"),
                                OpenApiParameter("cohort", int)],
-                   responses={200: NextSlideSerializer})
+                   responses={200: NextSlideSerializer, 409: _NOT_FINISHED})
     @action(detail=True, methods=["get"], url_path="next-slide")
     def next_slide(self, request: Request, run: str | None = None) -> Response:
         """The next slide in worklist order with regions left for the caller, and its first such region."""
@@ -243,7 +246,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
 
     # --- the loop closed: summary, reviewed segmentation, exports ---
 
-    @extend_schema(responses={200: SummarySerializer})
+    @extend_schema(responses={200: SummarySerializer, 409: _NOT_FINISHED})
     @action(detail=True, methods=["get"])
     def summary(self, request: Request, run: str | None = None) -> Response:
         """Per run and cohort: flagged, reviewed, confirmed, rejected, unsure and disputed regions and the
@@ -256,7 +259,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
                     OpenApiParameter("type", str, enum=list(services.MASK_TYPES), default="tiff")],
         responses={(200, "image/tiff"): OpenApiTypes.BINARY, (200, "image/png"): OpenApiTypes.BINARY,
                    (200, "application/geo+json"): OpenApiTypes.OBJECT,
-                   304: OpenApiResponse(description="Not modified"), 404: _SLIDE_NOT_IN_RUN,
+                   304: OpenApiResponse(description="Not modified"), 404: _SLIDE_NOT_IN_RUN, 409: _NOT_FINISHED,
                    410: OpenApiResponse(description="the slide's heatmaps were deleted or changed since the run")},
     )
     @action(detail=True, methods=["get"])
@@ -291,7 +294,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
         parameters=[OpenApiParameter("type", str, enum=list(services.EXPORT_TYPES), required=True),
                     OpenApiParameter("slide", int, description="required for geojson and xml")],
         responses={(200, "application/geo+json"): OpenApiTypes.OBJECT, (200, "application/xml"): OpenApiTypes.BINARY,
-                   (200, "text/csv"): OpenApiTypes.BINARY, 404: _SLIDE_NOT_IN_RUN},
+                   (200, "text/csv"): OpenApiTypes.BINARY, 404: _SLIDE_NOT_IN_RUN, 409: _NOT_FINISHED},
     )
     @action(detail=True, methods=["get"])
     def export(self, request: Request, run: str | None = None) -> HttpResponseBase:

@@ -11,7 +11,7 @@ from django.conf import settings
 
 from sua_portal.review.models import CohortReviewer, Settlement, SlideCompletion, Verdict, VerdictChange
 from sua_portal.runs.models import Region, Run
-from sua_portal.runs.services import choose_review_run
+from sua_portal.runs.services import choose_review_run, run_again
 from tests.review.conftest import REVIEW_RANGE, flagged, slides_with_flags
 
 pytestmark = pytest.mark.django_db
@@ -174,6 +174,9 @@ def test_bad_input_is_refused_by_name_and_stores_nothing(
         assert answer.status_code == 409 and "no longer the review run" in answer.json()["detail"]
     assert not Verdict.objects.exists() and not VerdictChange.objects.exists()
     assert not SlideCompletion.objects.exists()
+    # A run still on its way has nothing to review yet.
+    waiting = pathologist.get(f"/api/review/runs/{run_again(run).pk}/worklist/")
+    assert waiting.status_code == 409 and "only a finished run's flags are reviewed" in waiting.json()["detail"]
 
 
 def test_a_second_reviewer_is_blind_to_the_first_and_an_admin_settles_their_disagreements(
