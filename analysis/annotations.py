@@ -160,6 +160,13 @@ def _area_parts(geometry: BaseGeometry) -> list[Polygon]:
     return result
 
 
+def _area_annotations(name: str, label: str, geometry: BaseGeometry) -> list[Annotation]:
+    """The annotation of a Polygon or MultiPolygon; of a collection, one per polygon in it (lines, points dropped)."""
+    if isinstance(geometry, Polygon | MultiPolygon):
+        return [Annotation(name=name, label=label, geometry=geometry)]
+    return [Annotation(name=name, label=label, geometry=part) for part in _area_parts(geometry)]
+
+
 def read_geojson(path: str | Path) -> list[Annotation]:
     """Read the area features of a GeoJSON file as QuPath exports it.
 
@@ -196,11 +203,7 @@ def read_geojson(path: str | Path) -> list[Annotation]:
             raise InputError(f"{path}: feature {number} has a bad geometry ({exc})") from exc
         properties = feature.get("properties") or {}
         name = str(properties.get("name", f"Feature {number}"))
-        label = _class_name(properties)
-        if isinstance(parsed, Polygon | MultiPolygon):
-            result.append(Annotation(name=name, label=label, geometry=parsed))
-        else:
-            result.extend(Annotation(name=name, label=label, geometry=part) for part in _area_parts(parsed))
+        result.extend(_area_annotations(name, _class_name(properties), parsed))
     return result
 
 
@@ -215,11 +218,12 @@ def read_csv(path: str | Path) -> list[Annotation]:
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            columns, rows = reader.fieldnames or [], list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{path}: cannot read CSV ({exc})") from exc
-    if rows and "geometry" not in rows[0]:
-        raise InputError(f"{path}: no 'geometry' column (WKT outlines); columns: {', '.join(rows[0])}")
+    if "geometry" not in columns:
+        raise InputError(f"{path}: no 'geometry' column (WKT outlines); columns: {', '.join(columns) or 'none'}")
     result: list[Annotation] = []
     for number, row in enumerate(rows):
         text = (row.get("geometry") or "").strip()
@@ -229,12 +233,7 @@ def read_csv(path: str | Path) -> list[Annotation]:
             parsed = shapely.from_wkt(text)
         except shapely.errors.GEOSException as exc:
             raise InputError(f"{path}: row {number + 1} has a bad WKT geometry ({exc})") from exc
-        name = row.get("name") or f"Row {number + 1}"
-        label = row.get("classification") or ""
-        if isinstance(parsed, Polygon | MultiPolygon):
-            result.append(Annotation(name=name, label=label, geometry=parsed))
-        else:
-            result.extend(Annotation(name=name, label=label, geometry=part) for part in _area_parts(parsed))
+        result.extend(_area_annotations(row.get("name") or f"Row {number + 1}", row.get("classification") or "", parsed))
     return result
 
 
