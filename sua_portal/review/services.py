@@ -329,7 +329,7 @@ def _slot_or_none(run_slide: RunSlide, user: Any) -> int | None:
 def slide_queue(run: Run, run_slide: RunSlide, user: Any) -> SlideQueue:
     """The slide's flagged regions in the review range, highest score first, each with the caller's verdict."""
     run_range = the_review_range(run)
-    regions = list(flagged_regions(run, run_range, run_slide).select_related("run_slide__slide"))
+    regions = list(flagged_regions(run, run_range, run_slide).select_related("run_slide__slide").defer("geometry"))
     mine = {v.region_id: v for v in Verdict.objects.filter(region__in=regions, reviewer=user)}
     return SlideQueue(
         run=run, run_slide=run_slide, run_range=run_range,
@@ -522,7 +522,7 @@ def summary(run: Run, user: Any) -> Summary:
     """Per run and cohort: flagged, reviewed, confirmed, rejected, unsure and disputed regions, and
     the precision of the flags by the verdicts beside the one the calibration expected."""
     run_range = the_review_range(run)
-    regions = flagged_regions(run, run_range).select_related("run_slide").order_by("run_slide__cohort_name")
+    regions = flagged_regions(run, run_range).select_related("run_slide").defer("geometry")
     found = outcomes_for(run, user, regions=regions)
     total = Counts()
     cohorts: dict[tuple[str, str, str], CohortCounts] = {}
@@ -558,7 +558,7 @@ def reviewed(run: Run, run_slide: RunSlide, user: Any) -> Reviewed:
     """Which regions of the slide the reviewed segmentation adds (those confirmed as tumor), cheaply:
     enough for an ETag before :func:`reviewed_mask` reads the heatmap."""
     run_range = the_review_range(run)
-    regions = list(flagged_regions(run, run_range, run_slide))
+    regions = list(flagged_regions(run, run_range, run_slide).defer("geometry"))
     found = outcomes_for(run, user, regions=regions)
     confirmed = sorted((r for r in regions if (o := found.get(r.pk)) is not None and o.verdict == Kind.TUMOR),
                        key=lambda r: r.label)
@@ -671,7 +671,8 @@ def disagreements(run: Run, *, run_slide: RunSlide | None = None, settled: bool 
     """Regions of the run whose reviewers gave different verdicts, highest score first, with each
     reviewer's verdict (and slot) and the admin's settlement if there is one."""
     regions = (Region.objects.filter(run=run).annotate(kinds=Count("verdicts__verdict", distinct=True))
-               .filter(kinds__gte=2).select_related("run_slide", "settlement").order_by("-score", "pk"))
+               .filter(kinds__gte=2).select_related("run_slide", "settlement").defer("geometry")
+               .order_by("-score", "pk"))
     if run_slide is not None:
         regions = regions.filter(run_slide=run_slide)
     if settled is not None:

@@ -27,6 +27,29 @@ def slides_with_flags(run: Any) -> list[Any]:
     return sorted(counts, key=lambda row: (-counts[row], row.name))
 
 
+def regions_made_directly(project: Any, count: int) -> list[Any]:
+    """A finished run (the project's review run) with ``count`` flagged regions on one slide, made directly."""
+    from sua_portal.runs.models import Region, Run, RunRange, RunSlide
+    from sua_portal.runs.services import RunSettings
+    from sua_portal.slides.models import Cohort, Slide
+
+    cohort = Cohort.objects.create(project=project, name="Concurrent", split="test")
+    slide = Slide.objects.create(cohort=cohort, name="s.tiff", file="slides/s.tiff", sha256="0" * 64, size_bytes=1,
+                                 status="ready", width=1000, height=1000)
+    run = Run.objects.create(project=project, name="Run", ensemble_name="gone", status=Run.Status.DONE,
+                             settings=RunSettings.defaults().to_dict())
+    run_range = RunRange.objects.create(run=run, index=run.settings["review_range"], lower=0.55, upper=0.95,
+                                        sua_threshold=0.5)
+    row = RunSlide.objects.create(run=run, slide=slide, name=slide.name, cohort_name=cohort.name, role="test",
+                                  domain="in-domain", has_tumor=True, downsample=16.0)
+    return [Region.objects.create(run=run, run_slide=row, run_range=run_range, label=i + 1, area_px=1, score=0.9,
+                                  flagged=True, x=16.0 * i, y=0.0, width=16.0, height=16.0,
+                                  geometry={"type": "Polygon", "coordinates": [[[16 * i, 0], [16 * i + 16, 0],
+                                                                                [16 * i + 16, 16], [16 * i, 16],
+                                                                                [16 * i, 0]]]})
+            for i in range(count)]
+
+
 #: The range the tests review: the untrained tiny ensemble's heatmaps flag regions in (0.75, 0.95) only.
 REVIEW_RANGE = 2
 
