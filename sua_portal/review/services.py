@@ -441,17 +441,18 @@ def outcomes(run: Run, *, regions: Iterable[Region] | QuerySet[Region] | None = 
     if regions is not None:
         verdicts, settlements = verdicts.filter(region__in=regions), settlements.filter(region__in=regions)
     if reviewer is not None:
-        return {v.region_id: Outcome(v.verdict, v.comment) for v in verdicts.filter(reviewer=reviewer)}
-    given: dict[int, list[Verdict]] = defaultdict(list)
-    for verdict in verdicts.order_by("slot", "pk"):
-        given[verdict.region_id].append(verdict)
+        return {region: Outcome(verdict, comment) for region, verdict, comment
+                in verdicts.filter(reviewer=reviewer).values_list("region", "verdict", "comment")}
+    given: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for region, verdict, comment in verdicts.order_by("slot", "pk").values_list("region", "verdict", "comment"):
+        given[region].append((verdict, comment))
     result = {}
-    for region_id, these in given.items():
-        kinds = {v.verdict for v in these}
-        comment = " | ".join(v.comment for v in these if v.comment)
-        result[region_id] = Outcome(kinds.pop() if len(kinds) == 1 else DISPUTED, comment)
-    for settlement in settlements:
-        result[settlement.region_id] = Outcome(settlement.verdict, settlement.comment, settled=True)
+    for region, these in given.items():
+        kinds = {verdict for verdict, _ in these}
+        comment = " | ".join(comment for _, comment in these if comment)
+        result[region] = Outcome(kinds.pop() if len(kinds) == 1 else DISPUTED, comment)
+    for region, verdict, comment in settlements.values_list("region", "verdict", "comment"):
+        result[region] = Outcome(verdict, comment, settled=True)
     return result
 
 
@@ -522,18 +523,19 @@ def summary(run: Run, user: Any) -> Summary:
     """Per run and cohort: flagged, reviewed, confirmed, rejected, unsure and disputed regions, and
     the precision of the flags by the verdicts beside the one the calibration expected."""
     run_range = the_review_range(run)
-    regions = flagged_regions(run, run_range).select_related("run_slide").defer("geometry")
+    regions = flagged_regions(run, run_range)
     found = outcomes_for(run, user, regions=regions)
     total = Counts()
     cohorts: dict[tuple[str, str, str], CohortCounts] = {}
-    for row in RunSlide.objects.filter(run=run).order_by("role", "domain", "cohort_name"):
-        key = (row.cohort_name, row.role, row.domain)
-        cohorts.setdefault(key, CohortCounts(cohort=key[0], role=key[1], domain=key[2]))
-    for region in regions:
-        outcome = found.get(region.pk)
+    cohort_of: dict[int, CohortCounts] = {}
+    for pk, *key in (RunSlide.objects.filter(run=run).order_by("role", "domain", "cohort_name")
+                     .values_list("pk", "cohort_name", "role", "domain")):
+        name, role, domain = key
+        cohort_of[pk] = cohorts.setdefault((name, role, domain), CohortCounts(cohort=name, role=role, domain=domain))
+    for region, run_slide in regions.order_by().values_list("pk", "run_slide"):
+        outcome = found.get(region)
         total.add(outcome)
-        row = region.run_slide
-        cohorts[(row.cohort_name, row.role, row.domain)].add(outcome)
+        cohort_of[run_slide].add(outcome)
     return Summary(run=run, run_range=run_range, everyone=sees_all_verdicts(user), total=total,
                    cohorts=list(cohorts.values()))
 
