@@ -36,6 +36,13 @@ clients behind one worker's threads while another's idle::
           4       16    31.6    87.7      432         1.9x               0.75x
     getTile (floor)     16.8    49.3      572
 
+The floor of this table is getTile in one process (16 threads, one GIL), each
+tile timed around its call only; ``--sweep`` now lays the floor out as each
+configuration and times every tile from the client's previous answer (see
+bench_tiles), which this table predates. With the floor so laid out, 4 x 8
+served 2026-12-03 within 0.7-1.8x of getTile's mean latency at 16 clients
+(bench_tiles' docstring has the runs).
+
 So: ``GUNICORN_WORKERS`` 2 x the cores this process may use, ``GUNICORN_THREADS`` 8.
 (On a shared machine more processes also win a larger share of the CPU from
 the other work, which flatters them; on a machine of its own, measure again.)
