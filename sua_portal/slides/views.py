@@ -11,9 +11,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, Any, NamedTuple, TypeVar, cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -426,9 +424,12 @@ class _CachedSessionAuthentication(SessionAuthentication):
         return result
 
 
-@dataclass(frozen=True)
-class _ImageSlide:
-    """What the image endpoints need of a slide the caller may read."""
+class _ImageSlide(NamedTuple):
+    """What the image endpoints need of a slide the caller may read.
+
+    A named tuple, and its file a string in the cache entry: the tile fast path unpickles the entry on
+    every tile, and a frozen dataclass with a ``Path`` takes 18 µs to unpickle where these take 3.
+    """
 
     pk: int
     sha256: str
@@ -438,8 +439,8 @@ class _ImageSlide:
     size_bytes: int
 
 
-def readable_slide(user_id: int, slide_id: int, *, cached_only: bool = False) -> tuple[_ImageSlide, Path] | None:
-    """The slide ``slide_id`` and its local file when user ``user_id`` may read its images.
+def readable_slide(user_id: int, slide_id: int, *, cached_only: bool = False) -> tuple[_ImageSlide, str] | None:
+    """The slide ``slide_id`` and its local file's path when user ``user_id`` may read its images.
 
     The one access rule of the image endpoints and the tile fast path: the caller is a member of
     the slide's project, the slide did not fail its check and its file is in storage. None: no
@@ -448,8 +449,9 @@ def readable_slide(user_id: int, slide_id: int, *, cached_only: bool = False) ->
     the caller may see has no images.
     """
     # One entry per caller and slide: the slide, and its file under the MEDIA_ROOT it was found in.
-    key = f"image-access:slide:{user_id}:{slide_id}"
-    hit = cast("tuple[_ImageSlide, str, Path | None] | None", cache.get(key))
+    # "v2": the entry's shape (a shared Redis cache may still hold the older one for a few seconds).
+    key = f"image-access:slide:v2:{user_id}:{slide_id}"
+    hit = cast("tuple[_ImageSlide, str, str | None] | None", cache.get(key))
     if hit is not None and hit[1] == str(settings.MEDIA_ROOT):
         slide, _, path = hit
     elif cached_only:
@@ -466,9 +468,9 @@ def readable_slide(user_id: int, slide_id: int, *, cached_only: bool = False) ->
         path = None
         if slide.status != Slide.Status.FAILED:
             try:
-                path = services.local_path(
+                path = str(services.local_path(
                     Slide(pk=slide.pk, sha256=slide.sha256, file=slide.file_name, size_bytes=slide.size_bytes)
-                )
+                ))
             except FileNotFoundError:
                 raise Unreadable("The slide file is missing from storage.") from None
         _remember(key, (slide, str(settings.MEDIA_ROOT), path))
@@ -500,7 +502,7 @@ class _SlideImageView(APIView):
     http_method_names = ["get", "head", "options"]
 
     def _answer(self, request: Request, pk: int, etag_parts: tuple[str, *tuple[object, ...]],
-                body: Callable[[Path], bytes], mime: str) -> HttpResponseBase:
+                body: Callable[[str], bytes], mime: str) -> HttpResponseBase:
         """``body(path)`` of the slide file as ``mime``, or 304 when the client's copy is current.
 
         ``etag_parts``: the kind of image and what picks it out (level, column, row...), for its ETag.
@@ -595,7 +597,7 @@ class RegionView(_SlideImageView):
         max_size = query_int(request, "max_size", 1024, low=1, high=tiles.MAX_OUTPUT_SIDE)
         encoding, mime = _FORMATS[fmt]
 
-        def body(path: Path) -> bytes:
+        def body(path: str) -> bytes:
             try:
                 return tiles.region(path, left=left, top=top, width=width, height=height, max_size=max_size,
                                     fmt=encoding)
