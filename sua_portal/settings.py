@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI and ReDoc as static files of our own: /api/docs/ and /api/redoc/ work without internet.
+    "drf_spectacular_sidecar",
     "sua_portal.core",
     "sua_portal.accounts",
     "sua_portal.slides",
@@ -166,6 +168,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The documentation pages load their scripts from drf-spectacular-sidecar's static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Request and response bodies as separate components, so a response lists every field it always has.
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "status"; name each choice set after its model in the schema.
