@@ -223,6 +223,10 @@ TORCH_THREADS = envint("TORCH_THREADS", 1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 SLIDE_MAX_UPLOAD_BYTES = envint("SLIDE_MAX_UPLOAD_BYTES", 20 * 1024**3)
+# The resolutions (level-0 µm per pixel) an admin may set for slides whose files have none: from a
+# low-power overview (100) to beyond any optical scanner (0.05; 40x is about 0.25).
+SLIDE_MPP_MIN = envfloat("SLIDE_MPP_MIN", 0.05)
+SLIDE_MPP_MAX = envfloat("SLIDE_MPP_MAX", 100.0)
 
 LOGGING = {
     "version": 1,

@@ -107,7 +107,10 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         ranges = services.calibrate(ensemble, cohorts, **options)
         return Response(CalibratedRangeSerializer(ranges, many=True).data)
 
-    @extend_schema(request=RunSerializer, responses={202: HeatmapSerializer(many=True)})
+    @extend_schema(request=RunSerializer, responses={
+        202: HeatmapSerializer(many=True),
+        409: OpenApiResponse(description="some slides have no known resolution (`slides` lists them): an admin "
+                                         "sets mpp_override on them or their cohort first; nothing was queued")})
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str | None = None) -> Response:
         ensemble = self.get_object()
@@ -118,7 +121,7 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             cohort__project=ensemble.project, cohort__in=body.validated_data["cohorts"])
         if not slides.exists():
             raise ValidationError({"slides": ["Name at least one slide or cohort of this project."]})
-        queued = services.queue_inference(ensemble, slides.distinct())
+        queued = services.queue_inference(ensemble, slides.distinct().select_related("cohort"))
         return Response(HeatmapSerializer(queued, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -182,7 +182,7 @@ class CohortViewSet(viewsets.ModelViewSet):
             _to_disk(request)
         cohort = self.get_object()
         if request.method == "GET":
-            slides = cohort.slides.select_related("uploaded_by").annotate(annotation_count=Count("annotations"))
+            slides = cohort.slides.select_related("uploaded_by", "cohort").annotate(annotation_count=Count("annotations"))
             page = self.paginate_queryset(slides)
             return self.get_paginated_response(SlideSerializer(page, many=True).data)
         upload = request.FILES.get("file")
