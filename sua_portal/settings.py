@@ -48,6 +48,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Answers DeepZoom tile GETs whose caller and access are cached, skipping the rest (see its docstring).
     "sua_portal.slides.views.TileFastPathMiddleware",
+    # Before anything reads a body: too large for its view is a 413 from Content-Length, a stalled one a 408.
+    "sua_portal.core.bodies.RequestBodyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -223,6 +225,11 @@ TORCH_THREADS = envint("TORCH_THREADS", 1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 SLIDE_MAX_UPLOAD_BYTES = envint("SLIDE_MAX_UPLOAD_BYTES", 20 * 1024**3)
+# The members of an ensemble imported in one request, all together.
+ENSEMBLE_MAX_UPLOAD_BYTES = envint("ENSEMBLE_MAX_UPLOAD_BYTES", 4 * 1024**3)
+# Seconds a request may go without sending the next byte of its body before it is answered 408
+# (sua_portal.core.bodies: under gunicorn and the development server alike).
+REQUEST_BODY_TIMEOUT = envfloat("REQUEST_BODY_TIMEOUT", 60.0)
 # The resolutions (level-0 µm per pixel) an admin may set for slides whose files have none: from a
 # low-power overview (100) to beyond any optical scanner (0.05; 40x is about 0.25).
 SLIDE_MPP_MIN = envfloat("SLIDE_MPP_MIN", 0.05)

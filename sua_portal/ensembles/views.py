@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +16,7 @@ from rest_framework.response import Response
 from sua_portal.accounts import roles
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import HasRole
+from sua_portal.core.params import check_query_names, query_bool, query_float, query_id
 from sua_portal.ensembles import services
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.ensembles.serializers import (
@@ -29,6 +31,7 @@ from sua_portal.ensembles.serializers import (
 )
 from sua_portal.http import not_modified
 from sua_portal.slides.models import Cohort, Slide
+from sua_portal.slides.views import StrictMultiPartParser
 
 _NOT_YOUR_PROJECT = OpenApiResponse(description="the project is not one of the caller's")
 
@@ -47,7 +50,11 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [IsAuthenticated, HasRole]
     # Admins bring models in; researchers train and run them.
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    # Member files' names are checked as the slides app checks them (normalised; no paths, no empty names).
+    parser_classes = [JSONParser, StrictMultiPartParser, FormParser]
+    list_filters = {"list": ()}
+    # All members of an import together (sua_portal.core.bodies refuses more from Content-Length).
+    body_limits = {"import_members": lambda: int(settings.ENSEMBLE_MAX_UPLOAD_BYTES)}
     # The request field each action's EnsembleError is about (sua_portal.http.exception_handler).
     domain_error_fields = {"train": "config", "import_members": "members", "calibrate": "validation_cohorts",
                            "run": "ensemble"}
@@ -74,7 +81,9 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request={"multipart/form-data": ImportSerializer},
-                   responses={201: EnsembleSerializer, 404: _NOT_YOUR_PROJECT})
+                   responses={201: EnsembleSerializer, 404: _NOT_YOUR_PROJECT,
+                              413: OpenApiResponse(description="the member files together are larger than "
+                                                               "ENSEMBLE_MAX_UPLOAD_BYTES")})
     @action(detail=False, methods=["post"], url_path="import", allowed_roles=(roles.ADMIN,))
     def import_members(self, request: Request) -> Response:
         body = ImportSerializer(data={**request.data.dict(), "members": request.FILES.getlist("members")}
@@ -125,20 +134,23 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(HeatmapSerializer(queued, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("ensemble", int, description="only the heatmaps of this ensemble (an id)"),
+    OpenApiParameter("slide", int, description="only the heatmaps of this slide (an id)")]))
 class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
     """Per-slide inference: status, progress in percent, cancel, and the slide's NPRs."""
 
     serializer_class = HeatmapSerializer
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
+    list_filters = {"list": ("ensemble", "slide")}
 
     def get_queryset(self) -> QuerySet[SlideHeatmap]:
         qs = SlideHeatmap.objects.filter(
             ensemble__project__in=Project.objects.visible_to(self.request.user)).select_related("slide", "ensemble")
         for key in ("ensemble", "slide"):
-            value = self.request.query_params.get(key)
-            if value and value.isdigit():
-                qs = qs.filter(**{key: int(value)})
+            if (value := query_id(self.request, key)) is not None:
+                qs = qs.filter(**{key: value})
         return qs
 
     @extend_schema(request=None, responses={200: HeatmapSerializer})
@@ -151,22 +163,20 @@ class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(HeatmapSerializer(heatmap).data)
 
     @extend_schema(
-        parameters=[OpenApiParameter("flagged", bool, description="only regions at or above the threshold"),
+        parameters=[OpenApiParameter("flagged", bool, description="true: only the regions at or above the "
+                                                                  "threshold; false: only those below it"),
                     OpenApiParameter("lower", float, description="only the NPRs of the range starting here")],
         responses=RegionSerializer(many=True),
     )
     @action(detail=True, methods=["get"], pagination_class=None)
     def regions(self, request: Request, pk: str | None = None) -> Response:
+        check_query_names(request, ["flagged", "lower"])
         heatmap = self.get_object()
         regions = heatmap.regions.all()
-        if request.query_params.get("flagged") in ("1", "true"):
-            regions = regions.filter(flagged=True)
-        lower = request.query_params.get("lower")
-        if lower:
-            try:
-                regions = regions.filter(lower=float(lower))
-            except ValueError:
-                raise ValidationError({"lower": [f"{lower!r} is not a number."]}) from None
+        if (flagged := query_bool(request, "flagged")) is not None:
+            regions = regions.filter(flagged=flagged)
+        if (lower := query_float(request, "lower")) is not None:
+            regions = regions.filter(lower=lower)
         return Response(RegionSerializer(regions, many=True).data)
 
     @extend_schema(

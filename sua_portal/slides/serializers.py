@@ -104,6 +104,11 @@ class AnnotationUploadSerializer(serializers.Serializer):
         required=False, help_text="comma-separated class / group names that mean tumor (default: the SPEC's)"
     )
     label = serializers.CharField(required=False, default="Tumor", max_length=100)  # type: ignore[assignment]
+    replace = serializers.BooleanField(
+        required=False, default=False,
+        help_text="ground truth only: put this file in place of the slide's ground truth (without it, a second "
+                  "ground truth is a 409)",
+    )
 
 
 class UploadStartSerializer(serializers.Serializer):
