@@ -70,7 +70,6 @@ class _DeadlineStream:
     def __init__(self, stream: Any, request: HttpRequest) -> None:
         self._stream = stream
         self._request = request
-        self.received = 0
 
     def _timed(self, read: Callable[..., bytes], *args: Any) -> bytes:
         try:
@@ -78,7 +77,6 @@ class _DeadlineStream:
         except TimeoutError:
             self._request._body_timed_out = True  # type: ignore[attr-defined]
             raise
-        self.received += len(data)
         return data
 
     def read(self, *args: Any) -> bytes:
@@ -89,6 +87,13 @@ class _DeadlineStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)  # close() and the rest of the stream's interface
+
+
+def _answer(detail: str, status: int) -> JsonResponse:
+    response = JsonResponse({"detail": detail}, status=status)
+    # CommonMiddleware, which would add it, comes later: without it gunicorn falls back to chunked encoding.
+    response["Content-Length"] = str(len(response.content))
+    return response
 
 
 class RequestBodyMiddleware:
@@ -106,25 +111,23 @@ class RequestBodyMiddleware:
             if length < 0:
                 raise ValueError(announced)
         except ValueError:
-            return JsonResponse({"detail": f"Content-Length must be a whole number of bytes, not {announced[:40]!r}."},
-                                status=400)
+            return _answer(f"Content-Length must be a whole number of bytes, not {announced[:40]!r}.", 400)
         if length == 0:
             return self.get_response(request)
         limit = body_limit(request)
         if length > limit:
-            return JsonResponse({"detail": (
+            return _answer(
                 f"The request announces a body of {length:,} bytes ({human_bytes(length)}); this takes at most "
-                f"{limit:,} bytes ({human_bytes(limit)}). Nothing was read or stored.")}, status=413)
+                f"{limit:,} bytes ({human_bytes(limit)}). Nothing was read or stored.", 413)
         client = request.META.get("gunicorn.socket")
         if client is not None:
             client.settimeout(body_timeout())
-        stream = _DeadlineStream(request._stream, request)  # type: ignore[attr-defined]
-        request._stream = stream  # type: ignore[assignment]
+        request._stream = _DeadlineStream(request._stream, request)  # type: ignore[assignment]
         response = self.get_response(request)
         if getattr(request, "_body_timed_out", False):
-            return JsonResponse({"detail": (
-                f"The request body stopped arriving: nothing came for {body_timeout():g} s after "
-                f"{stream.received:,} of its {length:,} bytes. A resumable upload keeps what arrived "
+            return _answer(
+                f"The request body stopped arriving: nothing came for {body_timeout():g} s before its "
+                f"{length:,} bytes were complete. A resumable upload keeps what arrived "
                 "(GET /api/uploads/{id}/ says where to go on from); any other request stored nothing: send it "
-                "again.")}, status=408)
+                "again.", 408)
         return response

@@ -65,6 +65,9 @@ MAX_ANNOTATION_BYTES = 256 * 1024 * 1024
 #: An annotation vertex may sit this many level-0 pixels past the slide's edge (drawing tools round).
 EDGE_TOLERANCE_PX = 1.0
 _CHUNK = 8 * 1024 * 1024
+#: A chunk's body is read in blocks this big: a read that runs into the body deadline loses its block
+#: (the server holds it unfinished), so what a stalled chunk keeps is all but its last block.
+_RECEIVE_BLOCK = 256 * 1024
 #: A resumable upload nobody touched for this long is given up.
 STALE_UPLOAD_AGE = timedelta(days=2)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -397,7 +400,7 @@ def receive_chunk(upload: SlideUpload, *, offset: int, length: int, stream: IO[b
             out.truncate()
             try:
                 while written < length and stream is not None:
-                    block = stream.read(min(_CHUNK, length - written))
+                    block = stream.read(min(_RECEIVE_BLOCK, length - written))
                     if not block:
                         break
                     out.write(block)

@@ -35,16 +35,13 @@ def _operations_in_schema(client: Any) -> int:
 
 
 def test_swagger_ui_renders_every_operation_without_the_network(
-    people: dict[str, Any], offline_page: tuple[Any, list[str]], live_server: Any, make_user: Callable[..., Any],
+    people: dict[str, Any], offline_page: tuple[Any, list[str]], live_server: Any,
+    signed_in_page: Callable[[str], Any],
 ) -> None:
     from django.test import Client
 
     page, blocked = offline_page
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "researcher")
-    page.fill("input[name=password]", "pw-for-tests")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    assert signed_in_page("researcher") is page  # signed in on the page cut off from the network
     page.click("text=API")
     page.wait_for_url(f"{live_server.url}/api/docs/")
     page.wait_for_selector(".opblock", timeout=30_000)
@@ -59,13 +56,10 @@ def test_swagger_ui_renders_every_operation_without_the_network(
 
 def test_redoc_renders_the_reference_without_the_network(
     people: dict[str, Any], offline_page: tuple[Any, list[str]], live_server: Any,
+    signed_in_page: Callable[[str], Any],
 ) -> None:
     page, blocked = offline_page
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", "pathologist")
-    page.fill("input[name=password]", "pw-for-tests")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
+    signed_in_page("pathologist")
     page.goto(f"{live_server.url}/api/redoc/")
     page.wait_for_selector("h1", timeout=30_000)
     assert "SUA Portal API" in page.locator("h1").first.inner_text()

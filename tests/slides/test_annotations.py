@@ -17,6 +17,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, shape
 from analysis.annotations import rasterize, write_asap_xml, write_geojson
 from sua_portal.slides.models import Annotation, Slide
 from tests.slides.conftest import Storage, multipart
+from tests.slides.test_strict_inputs import NO_TUMOR_AREA
 
 pytestmark = pytest.mark.django_db
 
@@ -159,6 +160,7 @@ BAD_ANNOTATIONS = [
      "no class in it means tumor: it holds the classes Stroma (1); tumor classes are Tumor, Metastasis. Send "
      "tumor_classes"),
     ("a mask bigger than the slide", "big_mask.png", "big-mask", "more than the slide's"),
+    *NO_TUMOR_AREA,  # tests/slides/test_strict_inputs.py: files that outline no tumor
 ]
 
 
@@ -167,18 +169,22 @@ def test_a_bad_annotation_file_is_refused_with_a_reason_and_stores_nothing(
     case: str, name: str, content: Any, message: str, people: dict[str, Any], slide: Any, api_for: Any,
     storage: Storage,
 ) -> None:
+    extra = {}
     if content == "big-mask":
         out = io.BytesIO()
         Image.fromarray(np.full((300, 300), 255, np.uint8)).save(out, format="PNG")
         content, extra = out.getvalue(), {"downsample": "2"}
-    else:
-        extra = {}
+    elif content == "zero-mask":
+        out = io.BytesIO()
+        Image.new("L", (75, 63)).save(out, format="PNG")
+        content = out.getvalue()
     files_before = storage.files()
     response = _post(api_for(people["admin"]), slide, name, content, **extra)
     assert response.status_code == 400, response.content
     assert message in response.json()["detail"], response.json()
     assert Annotation.objects.count() == 0 and storage.files() == files_before
     assert str(storage.media) not in response.json()["detail"]
+    assert Slide.objects.get(pk=slide.pk).has_tumor is None
 
 
 def test_other_class_names_can_be_named_as_tumor(people: dict[str, Any], slide: Any, api_for: Any) -> None:

@@ -44,7 +44,9 @@ ONE_VERTEX_XML = b"""<?xml version="1.0"?><ASAP_Annotations><Annotations>
     <Coordinate Order="0" X="10" Y="10"/></Coordinates></Annotation>
 </Annotations></ASAP_Annotations>"""
 
-NO_AREA = [
+#: Annotation files that outline no tumor area: (case, name, content, message). Sent, refused and checked
+#: to store nothing by tests/slides/test_annotations.py's test of bad annotation files.
+NO_TUMOR_AREA = [
     ("points only", "points.geojson", _points(),
      "points.geojson: none of its 2 annotations encloses an area (Point (2)); tumor must be outlined by polygons of "
      "at least 3 distinct vertices."),
@@ -62,27 +64,6 @@ NO_AREA = [
      "has_tumor false (PATCH /api/slides/{id}/)."),
     ("an all-zero mask", "zero_mask.png", "zero-mask", "the mask has no non-zero pixel, so it marks no tumor"),
 ]
-
-
-@pytest.mark.parametrize(("case", "name", "content", "message"), NO_AREA, ids=[c[0] for c in NO_AREA])
-def test_a_file_without_a_tumor_area_is_a_400_with_the_reason_and_stores_nothing(
-    case: str, name: str, content: Any, message: str, people: dict[str, Any], slide: Any, api_for: Any,
-    storage: Storage,
-) -> None:
-    if content == "zero-mask":
-        import io
-
-        from PIL import Image
-
-        out = io.BytesIO()
-        Image.new("L", (75, 63)).save(out, format="PNG")
-        content = out.getvalue()
-    before = storage.files()
-    response = _post(api_for(people["admin"]), slide, name, content)
-    assert response.status_code == 400, response.content
-    assert message in response.json()["detail"]
-    assert Annotation.objects.count() == 0 and storage.files() == before
-    assert Slide.objects.get(pk=slide.pk).has_tumor is None
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
