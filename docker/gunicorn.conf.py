@@ -61,6 +61,12 @@ worker_class = "gthread"
 workers = envint("GUNICORN_WORKERS", 2 * cores)
 threads = envint("GUNICORN_THREADS", 8)
 # Uploads go through resumable chunks and the heavy work through Celery: no request needs longer.
+# This is the worker heartbeat: a gthread worker's main loop keeps beating while one of its threads
+# waits on a request body, so it never answers a body that stops arriving (measured: with
+# --timeout 5, a POST announcing 1,000 bytes and sending 10 had no answer after 40 s, and held
+# shutdown for the graceful 30 s). The portal answers that itself: sua_portal.core.bodies sets
+# REQUEST_BODY_TIMEOUT (60 s) on the client's socket and replies 408 once a read waits that long;
+# a body announced larger than its endpoint takes is a 413 before it is read.
 timeout = 120
 # Each worker touches a heartbeat file twice a request; on a disk-backed /tmp (a container's overlay, or
 # ext4 while an upload is being written) that can block for milliseconds, in memory it does not

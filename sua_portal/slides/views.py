@@ -23,7 +23,7 @@ from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
@@ -37,7 +37,7 @@ from rest_framework.views import APIView
 from sua_portal.accounts.authentication import PersonalTokenAuthentication
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
-from sua_portal.core.params import query_int
+from sua_portal.core.params import check_query_names, query_choice, query_id, query_int
 from sua_portal.core.schema import ErrorSerializer, PortalAutoSchema
 from sua_portal.errors import Unreadable
 from sua_portal.http import not_modified
@@ -56,7 +56,8 @@ from sua_portal.slides.serializers import (
 
 #: Tiles, thumbnails and descriptors depend only on the file (its SHA-256): browsers may keep them.
 IMAGE_MAX_AGE = 24 * 3600
-# Multipart boundaries and headers around the file: a body this much bigger than the limit is refused unread.
+# Multipart boundaries, headers and form fields around the file: a body this much bigger than its file's
+# limit is refused unread (sua_portal.core.bodies).
 _MULTIPART_SLACK = 64 * 1024
 
 
@@ -64,23 +65,26 @@ _MULTIPART_SLACK = 64 * 1024
 
 
 class _UnsafeFileName(MultiPartParserError):
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
-class _PathRefusingDjangoParser(DjangoMultiPartParser):
-    """Django's parser keeps only the last path component of a file name; we refuse such names instead."""
+class _NameCheckingDjangoParser(DjangoMultiPartParser):
+    """Django's parser keeps only the last path component of a file name and drops characters it cannot
+    print; we check the name as sent instead (:func:`services.check_file_name`: after Unicode normalisation,
+    a path or an empty name is refused with what is wrong) and keep its normalised form."""
 
     def sanitize_file_name(self, file_name: str) -> str | None:
-        raw = html.unescape(file_name)
-        if "/" in raw or "\\" in raw or raw.strip() in (".", ".."):
-            raise _UnsafeFileName(raw)
-        return super().sanitize_file_name(file_name)
+        try:
+            name = services.check_file_name(html.unescape(file_name))
+        except services.SlideRejected as exc:
+            raise _UnsafeFileName(str(exc)) from None
+        return super().sanitize_file_name(name)
 
 
 class StrictMultiPartParser(MultiPartParser):
-    """multipart/form-data whose file names must be bare names ("../x.svs" and "a/b.svs" are a 400)."""
+    """multipart/form-data whose file names are checked ("../x.svs", "a/b.svs" and invisible names are a 400)."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> DataAndFiles:
         parser_context = parser_context or {}
@@ -88,12 +92,10 @@ class StrictMultiPartParser(MultiPartParser):
         meta = request.META.copy()
         meta["CONTENT_TYPE"] = media_type
         try:
-            parser = _PathRefusingDjangoParser(meta, stream, request.upload_handlers, parser_context.get("encoding"))
+            parser = _NameCheckingDjangoParser(meta, stream, request.upload_handlers, parser_context.get("encoding"))
             data, files = parser.parse()
         except _UnsafeFileName as exc:
-            raise ParseError(
-                f"The file name {exc.name!r} contains a path; send the bare file name (like slide.svs)."
-            ) from None
+            raise ParseError(exc.message) from None
         except MultiPartParserError as exc:
             raise ParseError(f"The multipart form cannot be read: {exc}") from None
         return DataAndFiles(data, files)
@@ -112,32 +114,37 @@ def _to_disk(request: Request) -> None:
         django_request.upload_handlers = [TemporaryFileUploadHandler(django_request)]
 
 
-def _refuse_oversized_body(request: Request) -> None:
-    length = int(request.META.get("CONTENT_LENGTH") or 0)
-    limit = services.max_upload_bytes()
-    if length > limit + _MULTIPART_SLACK:
-        raise services.SlideTooLarge(
-            f"The upload has {length:,} bytes; a slide may have at most {limit:,} bytes on this server."
-        )
+def _slide_form_limit() -> int:
+    """The largest multipart body of a slide sent whole (RequestBodyMiddleware refuses more, unread)."""
+    return services.max_upload_bytes() + _MULTIPART_SLACK
+
+
+def _annotation_form_limit() -> int:
+    return services.MAX_ANNOTATION_BYTES + _MULTIPART_SLACK
 
 
 # --------------------------------------------------------------------------- cohorts
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("project", int, description="only the cohorts of this project (an id)")]))
 class CohortViewSet(viewsets.ModelViewSet):
     """Cohorts of the caller's projects. Admins create them and upload slides into them."""
 
     permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
     parser_classes = [JSONParser, StrictMultiPartParser]
+    # The query parameters each list takes besides limit and offset (others are a 400 naming them).
+    list_filters = {"list": ("project",), "slides": ()}
+    # The largest request body of each action (sua_portal.core.bodies; others take DATA_UPLOAD_MAX_MEMORY_SIZE).
+    body_limits = {"slides": _slide_form_limit}
 
     def get_queryset(self) -> QuerySet[Cohort]:
         cohorts = Cohort.objects.filter(project__in=_visible_projects(self.request.user)).annotate(
             slide_count=Count("slides", distinct=True),
             ready_count=Count("slides", filter=Q(slides__status=Slide.Status.READY), distinct=True),
         )
-        project = self.request.query_params.get("project")
-        if project and project.isdigit():
-            cohorts = cohorts.filter(project_id=int(project))
+        if (project := query_id(self.request, "project")) is not None:
+            cohorts = cohorts.filter(project_id=project)
         return cohorts
 
     def get_serializer_class(self) -> Any:
@@ -176,11 +183,10 @@ class CohortViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["get", "post"])
     def slides(self, request: Request, pk: str | None = None) -> Response:
         if request.method == "POST":
-            _refuse_oversized_body(request)
             _to_disk(request)
         cohort = self.get_object()
         if request.method == "GET":
-            slides = cohort.slides.select_related("uploaded_by").annotate(annotation_count=Count("annotations"))
+            slides = cohort.slides.select_related("uploaded_by", "cohort").annotate(annotation_count=Count("annotations"))
             page = self.paginate_queryset(slides)
             return self.get_paginated_response(SlideSerializer(page, many=True).data)
         upload = request.FILES.get("file")
@@ -221,6 +227,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
     # Chunks are read from the stream as they come; nothing parses the body.
     parser_classes: list[Any] = []
+    # A chunk is at most a whole slide (the view checks it against the upload's own size).
+    body_limits = {"update": services.max_upload_bytes, "partial_update": services.max_upload_bytes}
 
     def get_queryset(self) -> QuerySet[SlideUpload]:
         return SlideUpload.objects.filter(cohort__project__in=_visible_projects(self.request.user))
@@ -235,7 +243,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
             OpenApiParameter("Content-Range", str, OpenApiParameter.HEADER, description="bytes START-END/SIZE"),
             OpenApiParameter("Upload-Offset", int, OpenApiParameter.HEADER, description="instead of Content-Range"),
         ],
-        responses={200: SlideUploadSerializer, 409: OpenApiResponse(description="wrong offset: the body says which")},
+        responses={200: SlideUploadSerializer, 409: OpenApiResponse(description="wrong offset: the body says which"),
+                   413: OpenApiResponse(description="a chunk larger than SLIDE_MAX_UPLOAD_BYTES")},
     )
 
     @_chunk_schema
@@ -279,6 +288,8 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
 # --------------------------------------------------------------------------- slides and annotations
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("cohort", int, description="only the slides of this cohort (an id)")]))
 class SlideViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -292,6 +303,8 @@ class SlideViewSet(
     permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
     parser_classes = [JSONParser, StrictMultiPartParser]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    list_filters = {"list": ("cohort",)}
+    body_limits = {"annotations": _annotation_form_limit}
 
     def get_queryset(self) -> QuerySet[Slide]:
         slides = (
@@ -299,9 +312,8 @@ class SlideViewSet(
             .select_related("uploaded_by", "cohort")
             .annotate(annotation_count=Count("annotations"))
         )
-        cohort = self.request.query_params.get("cohort")
-        if cohort and cohort.isdigit():
-            slides = slides.filter(cohort_id=int(cohort))
+        if (cohort := query_id(self.request, "cohort")) is not None:
+            slides = slides.filter(cohort_id=cohort)
         return slides
 
     def perform_destroy(self, instance: Slide) -> None:
@@ -330,10 +342,15 @@ class SlideViewSet(
         body["deepzoom"] = {"tile_size": zoom.tile_size, "levels": zoom.max_level + 1, "overlap": 0, "format": "jpeg"}
         return Response(body)
 
-    @extend_schema(methods=["GET"], responses=AnnotationSerializer(many=True))
+    @extend_schema(methods=["GET"], responses=AnnotationSerializer(many=True), parameters=[
+        OpenApiParameter("source", str, enum=list(Annotation.Source.values), description="only these annotations")])
     @extend_schema(
         methods=["POST"], request={"multipart/form-data": AnnotationUploadSerializer},
-        responses={201: AnnotationSerializer, 400: OpenApiResponse(description="does not parse, or outside the slide"),
+        responses={201: AnnotationSerializer,
+                   400: OpenApiResponse(description="does not parse, outlines no tumor area (empty, points only, "
+                                                    "no tumor group or class), or reaches outside the slide"),
+                   409: OpenApiResponse(description="the slide has its ground truth already: send replace=true "
+                                                    "to replace it (`annotation` is the one there)"),
                    413: OpenApiResponse(description="larger than annotation files may be")},
     )
     @action(detail=True, methods=["get", "post"], pagination_class=None)
@@ -342,9 +359,9 @@ class SlideViewSet(
             _to_disk(request)
         slide = self.get_object()
         if request.method == "GET":
+            check_query_names(request, ["source"])
             rows = Annotation.objects.filter(slide=slide).select_related("author")
-            source = request.query_params.get("source")
-            if source:
+            if (source := query_choice(request, "source", Annotation.Source.values)) is not None:
                 rows = rows.filter(source=source)
             return Response(AnnotationSerializer(rows, many=True).data)
         body = AnnotationUploadSerializer(data=request.data)
@@ -353,7 +370,7 @@ class SlideViewSet(
         classes = [c.strip() for c in data.get("tumor_classes", "").split(",") if c.strip()] or None
         annotation = services.add_uploaded_annotation(
             slide, data["file"], source=data["source"], author=request.user, downsample=data.get("downsample"),
-            tumor_classes=classes, label=data["label"],
+            tumor_classes=classes, label=data["label"], replace=data["replace"],
         )
         return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
 
