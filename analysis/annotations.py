@@ -6,7 +6,8 @@ say) are written with :func:`asap_xml` (a group per label), :func:`geojson`
 (``classification`` with name and colour, as QuPath imports it) and
 :func:`annotations_csv`, and read back by :func:`read_annotations`.
 
-The ground truth of a slide is the union of its tumor polygons minus the union of its exclusion polygons (ASAP group ``_2``), rasterised onto
+The ground truth of a slide is the union of its tumor polygons
+minus the union of its exclusion polygons (ASAP group ``_2``), rasterised onto
 a heatmap grid by one rule (SPEC §6): grid pixel (r, c) at downsample ``d`` is
 tumor when its centre ((c + 0.5) d, (r + 0.5) d) lies inside.
 """
@@ -18,6 +19,7 @@ import io
 import json
 import uuid
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +31,27 @@ from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from analysis.defaults import ASAP_EXCLUDE_GROUPS, ASAP_TUMOR_GROUPS, GEOJSON_TUMOR_CLASSES
-from analysis.errors import InputError
+from analysis.errors import InputError, NoTumorAreaError
 
 __all__ = [
     "Annotation",
+    "AnnotationFile",
+    "Skipped",
     "annotations_csv",
     "asap_xml",
+    "file_tumor_geometry",
     "geojson",
     "load_tumor_geometry",
     "mask_to_polygons",
     "rasterize",
+    "read_annotation_file",
     "read_annotations",
+    "read_asap_file",
     "read_asap_xml",
     "read_csv",
+    "read_csv_file",
     "read_geojson",
+    "read_geojson_file",
     "tumor_geometry",
     "valid_multipolygon",
     "write_asap_xml",
@@ -78,6 +87,38 @@ class Annotation:
 # --------------------------------------------------------------------------- readers
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """An annotation of a file that encloses no area (a point, a line, a polygon of too few vertices).
+
+    Never part of the truth; kept so that a file of nothing else can be refused with the reason.
+    ``kind`` says what it is ("Dot", "Point", "polygon of 2 distinct vertices").
+    """
+
+    name: str
+    label: str
+    kind: str
+    ancestors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnnotationFile:
+    """What an annotation file holds: the annotations that enclose an area, and those that do not.
+
+    ``format`` is "xml" (ASAP, whose labels are groups), "geojson" (QuPath, whose labels are classes)
+    or "csv" (a table of WKT outlines with a class column).
+    """
+
+    path: Path
+    format: str
+    annotations: tuple[Annotation, ...]
+    skipped: tuple[Skipped, ...] = ()
+
+    @property
+    def label_word(self) -> str:
+        return "group" if self.format == "xml" else "class"
+
+
 def _number(text: str | None, *, path: Path, what: str) -> float:
     if text is None:
         raise InputError(f"{path}: {what} has no value")
@@ -88,13 +129,22 @@ def _number(text: str | None, *, path: Path, what: str) -> float:
         raise InputError(f"{path}: {what} is not a number ({text!r})") from exc
 
 
-def read_asap_xml(path: str | Path) -> list[Annotation]:
-    """Read the area annotations of an ASAP (Camelyon) XML file.
+def _vertices(count: int) -> str:
+    return f"polygon of {count} distinct vert{'ex' if count == 1 else 'ices'}"
+
+
+def _distinct_vertices(ring: Any) -> int:
+    coordinates = shapely.get_coordinates(ring)
+    return len(np.unique(coordinates, axis=0)) if len(coordinates) else 0
+
+
+def read_asap_file(path: str | Path) -> AnnotationFile:
+    """Read an ASAP (Camelyon) XML file: its area annotations, and those that enclose none.
 
     ``ASAP_Annotations/Annotations/Annotation`` elements with
     ``Coordinates/Coordinate`` (``Order``, ``X``, ``Y``); coordinates are put
-    in ``Order``.  Dots, point sets and annotations with fewer than three
-    points enclose no area and are skipped.
+    in ``Order``.  Dots, point sets and annotations of fewer than three
+    distinct points enclose no area: they are listed in ``skipped``.
     """
     path = Path(path)
     try:
@@ -103,8 +153,19 @@ def read_asap_xml(path: str | Path) -> list[Annotation]:
         raise InputError(f"{path}: cannot read ASAP XML ({exc})") from exc
     parents = {group.get("Name", ""): group.get("PartOfGroup", "None") for group in root.iter("Group")}
     result: list[Annotation] = []
+    skipped: list[Skipped] = []
     for number, element in enumerate(root.iter("Annotation")):
-        if element.get("Type", "").strip().lower() not in _ASAP_AREA_TYPES:
+        name = element.get("Name", f"Annotation {number}")
+        label = element.get("PartOfGroup", "None")
+        ancestors: list[str] = []
+        parent = parents.get(label)
+        # Walk up the group tree (bounded, in case a file has a cycle).
+        while parent not in (None, "None", "") and len(ancestors) < len(parents):
+            ancestors.append(str(parent))
+            parent = parents.get(str(parent))
+        kind = element.get("Type", "").strip()
+        if kind.lower() not in _ASAP_AREA_TYPES:
+            skipped.append(Skipped(name, label, kind, tuple(ancestors)))
             continue
         points: list[tuple[float, float, float]] = []
         for index, coordinate in enumerate(element.iter("Coordinate")):
@@ -118,25 +179,25 @@ def read_asap_xml(path: str | Path) -> list[Annotation]:
                     _number(coordinate.get("Y"), path=path, what=what),
                 )
             )
-        if len(points) < 3:
+        distinct = len({(x, y) for _, x, y in points})
+        if distinct < 3:
+            skipped.append(Skipped(name, label, _vertices(distinct), tuple(ancestors)))
             continue
         points.sort(key=lambda p: p[0])
-        label = element.get("PartOfGroup", "None")
-        ancestors: list[str] = []
-        parent = parents.get(label)
-        # Walk up the group tree (bounded, in case a file has a cycle).
-        while parent not in (None, "None", "") and len(ancestors) < len(parents):
-            ancestors.append(str(parent))
-            parent = parents.get(str(parent))
         result.append(
             Annotation(
-                name=element.get("Name", f"Annotation {number}"),
+                name=name,
                 label=label,
                 geometry=Polygon([(x, y) for _, x, y in points]),
                 ancestors=tuple(ancestors),
             )
         )
-    return result
+    return AnnotationFile(path, "xml", tuple(result), tuple(skipped))
+
+
+def read_asap_xml(path: str | Path) -> list[Annotation]:
+    """The area annotations of an ASAP (Camelyon) XML file (see :func:`read_asap_file`)."""
+    return list(read_asap_file(path).annotations)
 
 
 def _class_name(properties: dict[str, Any]) -> str:
@@ -160,20 +221,43 @@ def _area_parts(geometry: BaseGeometry) -> list[Polygon]:
     return result
 
 
-def _area_annotations(name: str, label: str, geometry: BaseGeometry) -> list[Annotation]:
-    """The annotation of a Polygon or MultiPolygon; of a collection, one per polygon in it (lines, points dropped)."""
-    if isinstance(geometry, Polygon | MultiPolygon):
-        return [Annotation(name=name, label=label, geometry=geometry)]
-    return [Annotation(name=name, label=label, geometry=part) for part in _area_parts(geometry)]
+def _split_area(geometry: BaseGeometry) -> tuple[list[Polygon], list[str]]:
+    """The polygons of a geometry that may enclose an area, and what each other part is
+    (a MultiPoint is one part, "MultiPoint"; a MultiPolygon's degenerate polygons one each)."""
+    if isinstance(geometry, Polygon):
+        distinct = _distinct_vertices(geometry.exterior) if not geometry.is_empty else 0
+        return ([geometry], []) if distinct >= 3 else ([], [_vertices(distinct)])
+    if isinstance(geometry, MultiPolygon | shapely.GeometryCollection):
+        areas: list[Polygon] = []
+        others: list[str] = []
+        for part in geometry.geoms:
+            more_areas, more_others = _split_area(part)
+            areas += more_areas
+            others += more_others
+        return areas, others
+    return [], [geometry.geom_type]
 
 
-def read_geojson(path: str | Path) -> list[Annotation]:
-    """Read the area features of a GeoJSON file as QuPath exports it.
+def _add_parsed(name: str, label: str, parsed: BaseGeometry, result: list[Annotation], skipped: list[Skipped]) -> None:
+    """The annotations of one parsed geometry onto ``result``, the parts that enclose no area onto ``skipped``."""
+    areas, others = _split_area(parsed)
+    skipped += [Skipped(name, label, kind) for kind in others]
+    if isinstance(parsed, Polygon | MultiPolygon) and not others:
+        result.append(Annotation(name=name, label=label, geometry=parsed))  # as read, holes and all
+    elif isinstance(parsed, MultiPolygon) and areas:
+        result.append(Annotation(name=name, label=label, geometry=MultiPolygon(areas)))
+    else:
+        result.extend(Annotation(name=name, label=label, geometry=part) for part in areas)
+
+
+def read_geojson_file(path: str | Path) -> AnnotationFile:
+    """Read a GeoJSON file as QuPath exports it: its area features, and those that enclose none.
 
     Accepts a FeatureCollection, a bare list of Features, a single Feature or
     a bare geometry.  The label is ``properties.classification.name`` (or a
     plain string ``classification``).  Polygon and MultiPolygon (holes kept)
-    are read; points and lines enclose no area and are skipped.
+    are read; points, lines, polygons of fewer than three distinct vertices
+    and features without a geometry enclose no area: they are listed in ``skipped``.
     """
     path = Path(path)
     try:
@@ -190,30 +274,42 @@ def read_geojson(path: str | Path) -> list[Annotation]:
         features = document
     else:
         raise InputError(f"{path}: not a GeoJSON FeatureCollection, Feature list or geometry")
+    if not isinstance(features, list):
+        raise InputError(f"{path}: the features of a FeatureCollection must be a list")
     result: list[Annotation] = []
+    skipped: list[Skipped] = []
     for number, feature in enumerate(features):
         if not isinstance(feature, dict):
             raise InputError(f"{path}: feature {number} is not an object")
+        properties = feature.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise InputError(f"{path}: the properties of feature {number} are not an object")
+        name = str(properties.get("name", f"Feature {number}"))
+        label = _class_name(properties)
         geometry = feature.get("geometry")
         if not geometry:
+            skipped.append(Skipped(name, label, "feature without a geometry"))
             continue
         try:
             parsed = shape(geometry)
         except (ValueError, TypeError, AttributeError, KeyError, shapely.errors.GEOSException) as exc:
             raise InputError(f"{path}: feature {number} has a bad geometry ({exc})") from exc
-        properties = feature.get("properties") or {}
-        name = str(properties.get("name", f"Feature {number}"))
-        result.extend(_area_annotations(name, _class_name(properties), parsed))
-    return result
+        _add_parsed(name, label, parsed, result, skipped)
+    return AnnotationFile(path, "geojson", tuple(result), tuple(skipped))
 
 
-def read_csv(path: str | Path) -> list[Annotation]:
-    """Read the annotations of a CSV table as :func:`annotations_csv` writes it.
+def read_geojson(path: str | Path) -> list[Annotation]:
+    """The area features of a GeoJSON file (see :func:`read_geojson_file`)."""
+    return list(read_geojson_file(path).annotations)
+
+
+def read_csv_file(path: str | Path) -> AnnotationFile:
+    """Read a CSV table of annotations as :func:`annotations_csv` writes it.
 
     One row per annotation: the outline in column ``geometry`` (WKT, Polygon
     or MultiPolygon, level-0 pixels), the label in ``classification`` and the
-    name in ``name`` (both optional); other columns are ignored.  A row with
-    an empty geometry is skipped.
+    name in ``name`` (both optional); other columns are ignored.  Rows whose
+    geometry is empty or encloses no area are listed in ``skipped``.
     """
     path = Path(path)
     try:
@@ -225,31 +321,45 @@ def read_csv(path: str | Path) -> list[Annotation]:
     if "geometry" not in columns:
         raise InputError(f"{path}: no 'geometry' column (WKT outlines); columns: {', '.join(columns) or 'none'}")
     result: list[Annotation] = []
+    skipped: list[Skipped] = []
     for number, row in enumerate(rows):
+        name, label = row.get("name") or f"Row {number + 1}", row.get("classification") or ""
         text = (row.get("geometry") or "").strip()
         if not text:
+            skipped.append(Skipped(name, label, "row without a geometry"))
             continue
         try:
             parsed = shapely.from_wkt(text)
         except shapely.errors.GEOSException as exc:
             raise InputError(f"{path}: row {number + 1} has a bad WKT geometry ({exc})") from exc
-        result.extend(_area_annotations(row.get("name") or f"Row {number + 1}", row.get("classification") or "", parsed))
-    return result
+        _add_parsed(name, label, parsed, result, skipped)
+    return AnnotationFile(path, "csv", tuple(result), tuple(skipped))
 
 
-def read_annotations(path: str | Path) -> list[Annotation]:
-    """Read ASAP XML (``.xml``), GeoJSON (``.geojson``, ``.json``) or CSV with WKT outlines (``.csv``)."""
+def read_csv(path: str | Path) -> list[Annotation]:
+    """The area annotations of a CSV table (see :func:`read_csv_file`)."""
+    return list(read_csv_file(path).annotations)
+
+
+def read_annotation_file(path: str | Path) -> AnnotationFile:
+    """Read ASAP XML (``.xml``), GeoJSON (``.geojson``, ``.json``) or CSV with WKT outlines (``.csv``),
+    what encloses an area and what does not."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".xml":
-        return read_asap_xml(path)
+        return read_asap_file(path)
     if suffix in (".geojson", ".json"):
-        return read_geojson(path)
+        return read_geojson_file(path)
     if suffix == ".csv":
-        return read_csv(path)
+        return read_csv_file(path)
     raise InputError(f"{path}: unknown annotation format {suffix!r} (use .xml, .geojson or .csv)")
+
+
+def read_annotations(path: str | Path) -> list[Annotation]:
+    """The area annotations of ASAP XML (``.xml``), GeoJSON (``.geojson``, ``.json``) or CSV (``.csv``)."""
+    return list(read_annotation_file(path).annotations)
 
 
 # --------------------------------------------------------------------------- tumor geometry
@@ -324,13 +434,67 @@ def tumor_geometry(
     return _as_multipolygon(result)
 
 
-def load_tumor_geometry(
-    path: str | Path,
+def _labels(item: Annotation | Skipped) -> set[str]:
+    return {item.label.casefold(), *(a.casefold() for a in item.ancestors)}
+
+
+def _counted(names: Iterable[str]) -> str:
+    counts = Counter(names)
+    return ", ".join(f"{name} ({n})" for name, n in sorted(counts.items(), key=lambda kv: kv[0].casefold()))
+
+
+def _why_no_tumor(
+    file: AnnotationFile, *, tumor_classes: Sequence[str], exclude_classes: Sequence[str]
+) -> NoTumorAreaError:
+    """The error that says why ``file`` outlines no tumor area, in the order a person would fix it."""
+    word = file.label_word
+    words = "classes" if word == "class" else "groups"
+    tumor_set = {name.casefold() for name in tumor_classes}
+    exclude_set = {name.casefold() for name in exclude_classes}
+    every: list[Annotation | Skipped] = [*file.annotations, *file.skipped]
+    labels = tuple(sorted({name for item in every for name in (item.label or f"(no {word})", *item.ancestors)},
+                          key=str.casefold))
+
+    def error(reason: str, message: str) -> NoTumorAreaError:
+        return NoTumorAreaError(f"{file.path}: {message}", reason=reason, labels=labels,
+                                tumor_classes=tuple(tumor_classes))
+
+    def is_tumor(item: Annotation | Skipped) -> bool:
+        found = _labels(item)
+        return bool(found & tumor_set) and not found & exclude_set
+
+    def held(items: Iterable[Annotation | Skipped]) -> str:
+        return _counted(item.label or f"(no {word})" for item in items)
+
+    outline_rule = "tumor must be outlined by polygons of at least 3 distinct vertices"
+    if not every:
+        return error("empty", "the file holds no annotations. A tumor-free slide needs no annotation file")
+    if not file.annotations:
+        kinds = _counted(s.kind for s in file.skipped)
+        return error("no area", f"none of its {len(every)} annotations encloses an area ({kinds}); {outline_rule}")
+    tumor_areas = [a for a in file.annotations if is_tumor(a)]
+    tumor_points = [s for s in file.skipped if is_tumor(s)]
+    if not tumor_areas and tumor_points:
+        kinds = _counted(s.kind for s in tumor_points)
+        return error("tumor without area", f"its tumor annotations enclose no area ({kinds}); {outline_rule}. "
+                                           f"Its areas are of the {words} {held(file.annotations)}")
+    if not tumor_areas:
+        return error("no tumor class", f"no {word} in it means tumor: it holds the {words} {held(every)}; "
+                                       f"tumor {words} are {', '.join(tumor_classes)}")
+    if _repaired_union(a.geometry for a in tumor_areas).is_empty:
+        return error("collinear", f"its {len(tumor_areas)} tumor outline{'s' if len(tumor_areas) != 1 else ''} "
+                                  "enclose no area (their vertices lie on one line)")
+    return error("cut out", f"its tumor outlines lie entirely inside its exclusion {words} "
+                            f"({', '.join(exclude_classes)}), which leaves no tumor")
+
+
+def file_tumor_geometry(
+    file: AnnotationFile,
     *,
     tumor_classes: Sequence[str] | None = None,
     exclude_classes: Sequence[str] | None = None,
 ) -> MultiPolygon:
-    """The tumor area of an annotation file, level-0 pixels.
+    """The tumor area of a read annotation file, level-0 pixels; never empty.
 
     Parameters
     ----------
@@ -344,16 +508,37 @@ def load_tumor_geometry(
     Returns
     -------
     MultiPolygon
-        Valid, possibly empty.
+        Valid and not empty.
+
+    Raises
+    ------
+    NoTumorAreaError
+        When the file outlines no tumor (SPEC: never a silently empty truth): it
+        holds no annotations, none enclosing an area, none of a tumor group or
+        class (the message names those it holds), or its tumor is all cut out.
+        A tumor-free slide is one without an annotation file.
     """
-    path = Path(path)
-    annotations = read_annotations(path)
-    is_xml = path.suffix.lower() == ".xml"
+    is_xml = file.format == "xml"
     if tumor_classes is None:
         tumor_classes = ASAP_TUMOR_GROUPS if is_xml else GEOJSON_TUMOR_CLASSES
     if exclude_classes is None:
         exclude_classes = ASAP_EXCLUDE_GROUPS if is_xml else ()
-    return tumor_geometry(annotations, tumor_classes=tumor_classes, exclude_classes=exclude_classes)
+    geometry = tumor_geometry(file.annotations, tumor_classes=tumor_classes, exclude_classes=exclude_classes)
+    if geometry.is_empty:
+        raise _why_no_tumor(file, tumor_classes=tumor_classes, exclude_classes=exclude_classes)
+    return geometry
+
+
+def load_tumor_geometry(
+    path: str | Path,
+    *,
+    tumor_classes: Sequence[str] | None = None,
+    exclude_classes: Sequence[str] | None = None,
+) -> MultiPolygon:
+    """The tumor area of an annotation file, level-0 pixels: :func:`file_tumor_geometry` of
+    :func:`read_annotation_file`; raises :class:`NoTumorAreaError` rather than return an empty area."""
+    return file_tumor_geometry(read_annotation_file(path), tumor_classes=tumor_classes,
+                               exclude_classes=exclude_classes)
 
 
 # --------------------------------------------------------------------------- writers

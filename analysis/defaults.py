@@ -50,7 +50,8 @@ DETECTION_CUTOFF: float = 0.5
 
 #: Tumor class names in QuPath GeoJSON exports and ASAP XML groups.
 GEOJSON_TUMOR_CLASSES: tuple[str, ...] = ("Tumor", "Metastasis")
-ASAP_TUMOR_GROUPS: tuple[str, ...] = ("Tumor", "_0", "_1", "metastases")
+#: (Names match without regard to case; "metastasis", singular, is in circulating Camelyon16 copies.)
+ASAP_TUMOR_GROUPS: tuple[str, ...] = ("Tumor", "_0", "_1", "metastases", "metastasis")
 ASAP_EXCLUDE_GROUPS: tuple[str, ...] = ("_2",)
 
 #: Deep ensemble (paper §4.1-4.2).

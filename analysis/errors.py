@@ -8,8 +8,25 @@ the core raise them without importing another reader (no import circle).
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "NoTumorAreaError"]
 
 
 class InputError(ValueError):
     """Bad input data: the message names the file (or slide) and the problem."""
+
+
+class NoTumorAreaError(InputError):
+    """An annotation file that outlines no tumor area: empty, only points or degenerate polygons, no
+    group or class that means tumor, or tumor entirely cut out.  Never read as a silently empty truth.
+
+    ``reason``: "empty", "no area", "no tumor class", "tumor without area", "collinear" or "cut out";
+    ``labels``: the groups or classes the file holds; ``tumor_classes``: the names that would have meant
+    tumor (a caller may offer to choose others).
+    """
+
+    def __init__(self, message: str, *, reason: str, labels: tuple[str, ...] = (),
+                 tumor_classes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.labels = labels
+        self.tumor_classes = tumor_classes

@@ -9,8 +9,16 @@ threads as it chooses unless ``--workers`` / ``--threads`` say otherwise) serves
 keep-alive HTTP connection each, token authentication). Every request
 checks the caller's membership in the slide's project: from Django's cache
 (local memory per process, for SLIDE_IMAGE_ACCESS_CACHE_SECONDS), from the
-database when it misses. The floor is the same tile list read by ``getTile``
-in this process with the same threads.
+database when it misses.
+
+The floor is the same tile list read by large-image's ``getTile`` laid out as
+the server: as many processes as gunicorn has workers (at most one per client),
+each spawned with its own cold source, the clients spread over them (client
+``c`` in process ``c % workers``) with at most as many at a time as a worker
+has threads, every client taking the next tile of one shared list when it has
+its last one, as the endpoint's clients do. The floor of earlier measurements,
+getTile in this process with a thread per client (one GIL for all), is printed
+as "1 process" for reference.
 
 The tile list: ``--tiles`` tiles (2,000) drawn at random from all the tiles of
 the three finest DeepZoom levels, so each level comes in its share (about 4/7,
@@ -30,40 +38,90 @@ Each client keeps its connection for both passes, so with 1 client the warm
 pass reaches the worker process whose cache the cold pass filled. With several
 workers and 16 clients a tile of the warm pass may reach another worker than
 in the cold pass: each process has its own tile cache, so the endpoint's warm
-pass is partly cold there, while the floor's (one process) is not. A warm
+pass is partly cold there, and so is the floor's (each of its processes has
+its own cache too; the one-process floor's is not). A warm
 floor is a dictionary lookup (microseconds), so no HTTP round trip comes
 within 2x of it: the cold pass is the comparison that says what the endpoint
 adds to reading a tile.
 
-With 16 threads in one process the floor's p50 is flattered by the GIL: a
-thread that holds it runs many getTile calls back to back while the others
-wait (p50 well under a millisecond, p95 tens of milliseconds), so compare the
-mean and the throughput there as well.
+Every client runs a closed loop and a tile's latency runs from the client's
+previous answer to this one (see ``_client``), so a pass's mean latency is
+clients / throughput for the endpoint and both floors alike. Timed only
+around the call, as before 2026-12-03, a floor's waits for the GIL fell
+between two timings: even the floor in 4 processes x 4 clients had a p50 of
+1.3-1.6 ms at 16 clients while its throughput said 16 tiles in flight took
+14-52 ms (its mean was 3.5-37 ms). The p50 of a floor at 16 clients on 2
+cores is still not a latency to compare with: in a process of threads one
+that holds the GIL reads many tiles back to back while the others wait, so
+half the tiles come fast and the rest very slow, and from run to run of the
+same code that p50 went from 1.3 to 18 ms (see the table). The endpoint's
+requests take turns through sockets and gunicorn's queue, so its p50 is near
+its mean. Compare the mean (and the throughput) at 16 clients.
 
 ``--sweep`` (or several values of ``--workers`` or ``--threads``; ``--sweep``
 alone: workers 1, 2, 4 x threads 4, 8, 16) serves the same list to
 ``--clients`` clients with every combination, cold pass only, each on a fresh
 server; ``--repeat 2`` runs the grid again in reverse order, so that a change in
 the machine's load favours neither end of it. The floor (getTile, same
-clients, cold) runs once. This is how docker/gunicorn.conf.py's defaults were
-chosen (its docstring has the table).
+clients, cold) runs once for each configuration, laid out as that one (and the
+one-process floor once). This is how docker/gunicorn.conf.py's defaults were
+chosen (its docstring has the table, measured against the one-process floor).
 
-Measured 2026-12-02 on 2 cores shared with other work (one run each, noisy):
-2,000 tiles of the 16,096 of the three finest levels of a 98,000 x 8,192 band
-of the Camelyon-size slide through the macro- and micro-metastasis (``python -m
-analysis.synthetic large var/large-band --rows 111872 120064``; its tiles pass
-through without re-encoding), gunicorn 4 workers x 8 threads::
+Measured 2026-12-03 on 2 cores shared with other work (load average 7-10
+throughout: every figure is noisy, so each was measured twice), gunicorn 4
+workers x 8 threads, cold pass; (a) the 1,344 tiles of the three finest
+levels of the 8192^2 synthetic slide, (b) 2,000 tiles of the 16,096 of the
+three finest levels of a 98,000 x 8,192 band of the Camelyon-size slide through
+the macro- and micro-metastasis (``python -m analysis.synthetic large
+var/large-band --rows 111872 120064``: 1 min 24 s, 1.3 GB peak; its tiles are
+complete JPEGs, which large-image decodes and encodes again, as for (a)).
+"before": the code of 8b13629; "after": the fast path's cached slide as a
+named tuple with its file as a string (unpickled in 3 µs instead of 18) and
+gunicorn's heartbeat in /dev/shm. p50 / mean ms; ratios endpoint / getTile
+(the server's layout)::
+
+    slide  code    run  clients   endpoint       getTile      1 process    p50 ratio  mean ratio
+    (a)    before   1      1     2.17 / 2.47    1.06 / 1.74   1.13 / 1.88     2.0x       1.4x
+    (a)    before   2      1     2.74 / 7.19    1.07 / 1.84   1.40 / 2.14     2.6x       3.9x
+    (a)    after    1      1     2.14 / 3.10    0.97 / 1.12   1.14 / 1.62     2.2x       2.8x
+    (a)    after    2      1     2.45 / 3.23    1.10 / 1.86   1.19 / 1.70     2.2x       1.7x
+    (b)    before   1      1     2.53 / 3.10    1.42 / 4.11   1.29 / 1.70     1.8x       0.8x
+    (b)    before   2      1     2.81 / 3.86    1.40 / 1.58   1.34 / 1.57     2.0x       2.4x
+    (b)    after    1      1     2.07 / 2.33    1.16 / 1.18   1.08 / 1.10     1.8x       2.0x
+    (b)    after    2      1     2.11 / 2.79    1.16 / 1.67   1.29 / 2.59     1.8x       1.7x
+    (a)    before   1     16    22.6 / 39.2    14.2 / 22.9   13.5 / 20.6      1.6x       1.7x
+    (a)    before   2     16    22.2 / 26.3    18.3 / 37.6    5.0 / 23.0      1.2x       0.7x
+    (a)    after    1     16    38.3 / 43.1     5.3 / 23.4   17.1 / 24.9      7.2x       1.8x
+    (a)    after    2     16    24.7 / 30.0     1.3 / 21.6    1.4 / 18.2     18.9x       1.4x
+    (b)    before   1     16    25.5 / 28.5    17.0 / 22.6    1.4 / 18.5      1.5x       1.3x
+    (b)    before   2     16    31.9 / 34.5    15.3 / 21.0    1.3 / 17.4      2.1x       1.6x
+    (b)    after    1     16    19.1 / 26.1    24.3 / 39.5    4.1 / 27.7      0.8x       0.7x
+    (b)    after    2     16    34.2 / 38.3     4.0 / 22.8    2.1 / 24.5      8.6x       1.7x
+
+At 16 clients the endpoint's mean is within 0.7-1.8x of getTile's in the
+server's layout (the floors' p50 swings between runs of the same code, see
+above). At 1 client it is within 1.8-2.2x of getTile at p50 with the machine
+at load 7-10 (2.6x once); the 2026-12-02 figures below (5.1 ms against 1.9,
+2.7x) are not the code's: the code of that day (0b9075a), run again here,
+gave 2.06 and 2.10 ms against 1.17 and 1.11 (1.8x, 1.9x).
+
+Where a 1-client tile's time goes (band, cold, p50 about 2.1 ms): getTile
+1.1-1.2 ms; Django's handler and the fast path about 0.13 ms in the process
+(a warm tile through the WSGI application: 143-151 µs before, 131 µs after;
+the fast path alone 66-70 µs before, 52 µs after, reading the cached slide
+15-16 µs before, 9 µs after); the rest is HTTP, of which gunicorn (gthread,
+4 x 8) and http.client with a 20 KB answer from a bare WSGI function take
+0.28-0.32 ms. A py-spy profile of the worker puts more of its time in
+gunicorn's two socket writes (headers, then body) than in Django.
+
+Measured 2026-12-02 (one run each, noisy), band (b), the floor in one
+process, each tile timed around its call only::
 
     clients  pass   endpoint p50 / mean ms   getTile p50 / mean ms   p50 ratio  mean ratio  throughput
           1  cold        5.1 / 5.3                1.9 / 1.9               2.7x        2.8x       0.36x
           1  warm        5.0 / 5.2                1.6 / 1.7               3.2x        3.2x       0.32x
          16  cold       36.6 / 40.2               2.2 / 28.5             16.5x        1.4x       0.72x
          16  warm       29.0 / 31.4               2.0 / 6.3              14.4x        5.0x       0.94x
-
-With 16 threads the floor's p50 is that of the GIL convoy (its mean is 13x its
-p50): the endpoint's mean is within 1.4x of getTile's and its throughput 0.72x,
-cold. With 1 client the endpoint adds about 3 ms a tile (HTTP, Django, the
-client) to getTile's 2.
 
 Run (starts embedded PostgreSQL when DATABASE_URL is not set)::
 
@@ -89,9 +147,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -101,6 +159,10 @@ GUNICORN_CONF = ROOT / "docker" / "gunicorn.conf.py"
 #: The grid ``--sweep`` measures when ``--workers`` and ``--threads`` give one value each.
 SWEEP_WORKERS = (1, 2, 4)
 SWEEP_THREADS = (4, 8, 16)
+
+#: The floor of earlier measurements: getTile in this process, one thread per client (one GIL for all).
+ONE_PROCESS = "1 process"
+_ORDER = {"endpoint": 0, "getTile": 1, ONE_PROCESS: 2}
 
 #: A DeepZoom tile: (level, column, row).
 Job = tuple[int, int, int]
@@ -142,29 +204,49 @@ def _run(jobs: Sequence[Job], clients: int, fetchers: Sequence[Callable[[Job], i
     """Fetch every job once with ``clients`` threads, each using one of ``fetchers`` (one per client).
 
     Returns latencies (s), wall time (s) and bytes. The fetchers outlive a pass, so an HTTP client keeps
-    its connection (and so its server process) from the cold pass to the warm one.
+    its connection (and so its server process) from the cold pass to the warm one. Latencies are
+    timed as :func:`_client` says.
     """
-    local = threading.local()
-    free = list(fetchers)
-    latencies: list[float] = []
+    pending = iter(jobs)
     lock = threading.Lock()
+    latencies: list[float] = []
     total = [0]
 
-    def one(job: Job) -> None:
-        if not hasattr(local, "fetch"):
-            with lock:
-                local.fetch = free.pop()
-        start = time.perf_counter()
-        size = local.fetch(job)
-        elapsed = time.perf_counter() - start
+    def take() -> Job | None:
+        with lock:
+            return next(pending, None)
+
+    def record(elapsed: float, size: int) -> None:
         with lock:
             latencies.append(elapsed)
             total[0] += size
 
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(one, jobs))
+    threads = [threading.Thread(target=_client, args=(take, fetch, record)) for fetch in fetchers[:clients]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return latencies, time.perf_counter() - start, total[0]
+
+
+def _client(take: Callable[[], Job | None], fetch: Callable[[Job], int],
+            record: Callable[[float, int], None]) -> None:
+    """One client in a closed loop: it asks for the next tile as soon as it has the last one.
+
+    A tile's latency runs from the client's previous answer (or its start) to this answer, so that
+    every wait is counted: in the server, for a thread or for the GIL of the process that reads the
+    tile, and for this process's own GIL. Timed only around the read, the one-process floor's GIL
+    waits fell between two timings (its p50 under a millisecond at 16 clients while the tiles/s said
+    16 tiles in flight took tens). So timed, a pass's mean latency is clients / throughput (Little's
+    law) for the endpoint and the floors alike.
+    """
+    ready = time.perf_counter()
+    while (job := take()) is not None:
+        size = fetch(job)
+        now = time.perf_counter()
+        record(now - ready, size)
+        ready = now
 
 
 @contextmanager
@@ -226,7 +308,11 @@ def _endpoint_fetchers(port: int, slide_id: int, headers: dict[str, str], client
 
 
 def _floor_fetchers(stored: Path, clients: int) -> list[Callable[[Job], int]]:
-    """``getTile`` in this process, one fresh source (noCache: its own, empty tile cache) shared by the clients."""
+    """``getTile`` in this process, one fresh source (noCache: its own, empty tile cache) shared by the clients.
+
+    The floor of earlier measurements, kept for reference: with several clients its threads share one
+    GIL, which serialises them (see the module's docstring).
+    """
     import large_image
 
     from sua_portal.slides import tiles
@@ -241,12 +327,101 @@ def _floor_fetchers(stored: Path, clients: int) -> list[Callable[[Job], int]]:
     return [fetch] * clients
 
 
+def _floor_process(stored: str, clients: int, threads: int, jobs: Sequence[Job], passes: int,
+                   counter: Any, start: Any, done: Any) -> None:
+    """One process of the fair floor: its own cold source, ``clients`` clients, ``threads`` at a time.
+
+    For each of ``passes`` passes: wait at ``start`` (every process and the parent), then each client
+    takes the next job from the shared ``counter`` until the list is done (as the endpoint's clients
+    take the next tile when theirs is answered), and the process puts its latencies (s, timed as
+    :func:`_client` says; waiting for one of the ``threads`` counts, as it does in a gunicorn worker),
+    its wall time (s) and bytes on ``done``.
+    """
+    import large_image
+
+    from sua_portal.slides import tiles
+
+    source = large_image.open(stored, encoding="JPEG", jpegQuality=tiles.JPEG_QUALITY, noCache=True)
+    offset = tiles.DeepZoom(source).offset
+    free_threads = threading.Semaphore(threads)
+    lock = threading.Lock()
+
+    def take() -> Job | None:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        return jobs[index] if index < len(jobs) else None
+
+    def fetch(job: Job) -> int:
+        level, col, row = job
+        with free_threads:
+            return len(bytes(source.getTile(col, row, level - offset)))
+
+    for _ in range(passes):
+        latencies: list[float] = []
+        total = [0]
+
+        def record(elapsed: float, size: int, latencies: list[float] = latencies, total: list[int] = total) -> None:
+            with lock:
+                latencies.append(elapsed)
+                total[0] += size
+
+        start.wait()
+        began = time.perf_counter()
+        clients_here = [threading.Thread(target=_client, args=(take, fetch, record)) for _ in range(clients)]
+        for thread in clients_here:
+            thread.start()
+        for thread in clients_here:
+            thread.join()
+        done.put((latencies, time.perf_counter() - began, total[0]))
+
+
+def _fair_floor(stored: Path, jobs: Sequence[Job], clients: int, workers: int, threads: int,
+                passes: int = 2) -> list[Pass]:
+    """``getTile`` laid out as the server: ``workers`` processes (spawned, each with its own cold source)
+    of ``threads`` threads, the ``clients`` clients spread over them (client ``c`` in process
+    ``c % workers``; no process without a client), all taking the next tile from one shared list.
+
+    Returns one :data:`Pass` per pass (cold, then warm), latencies of every process together, the wall
+    time of the slowest.
+    """
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    processes = min(workers, clients)
+    counter = context.Value("l", 0)
+    start = context.Barrier(processes + 1)
+    done = context.Queue()
+    shares = [len(range(p, clients, processes)) for p in range(processes)]
+    children = [context.Process(target=_floor_process, daemon=True,
+                                args=(str(stored), share, threads, list(jobs), passes, counter, start, done))
+                for share in shares]
+    for child in children:
+        child.start()
+    results: list[Pass] = []
+    try:
+        for _ in range(passes):
+            with counter.get_lock():
+                counter.value = 0
+            start.wait(timeout=300)
+            parts = [done.get(timeout=3600) for _ in children]
+            results.append(([t for part in parts for t in part[0]], max(part[1] for part in parts),
+                            sum(part[2] for part in parts)))
+    finally:
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.kill()
+    return results
+
+
 def _row(label: str, run: Pass, floor: Pass | None = None) -> str:
     latencies, wall, _ = run
     p50, p95 = _percentiles(latencies)
     text = f"{label} {p50 * 1e3:8.2f} {p95 * 1e3:8.2f} {statistics.fmean(latencies) * 1e3:8.2f} {len(latencies) / wall:8.0f}"
     if floor is not None:
-        text += f" {p50 / _percentiles(floor[0])[0]:9.1f}x {floor[1] / wall:9.2f}x"
+        mean_ratio = statistics.fmean(latencies) / statistics.fmean(floor[0])
+        text += f" {p50 / _percentiles(floor[0])[0]:9.1f}x {mean_ratio:9.1f}x {floor[1] / wall:9.2f}x"
     return text
 
 
@@ -322,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     headers = {"Authorization": f"Token {token.key}"}
     results: dict[tuple[int, str, str], Pass] = {}
     grid: dict[tuple[int, int], list[Pass]] = {}
+    floors: dict[tuple[int, int], Pass] = {}
     try:
         slide = services.store_slide(cohort, slide_path, filename=slide_path.name, queue_check=False)
         services.check_slide(slide.pk)
@@ -342,7 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         fetchers = _endpoint_fetchers(port, slide.pk, headers, args.clients, workers * threads)
                         grid.setdefault((workers, threads), []).append(_run(jobs, args.clients, fetchers))
                     print(f"  {workers} workers x {threads} threads: done", flush=True)
-            results[(args.clients, "getTile", "cold")] = _run(jobs, args.clients, _floor_fetchers(stored, args.clients))
+            for workers, threads in order:
+                floors[(workers, threads)] = _fair_floor(stored, jobs, args.clients, workers, threads, passes=1)[0]
+            results[(args.clients, ONE_PROCESS, "cold")] = _run(jobs, args.clients,
+                                                                _floor_fetchers(stored, args.clients))
         else:
             workers, threads = workers_grid[0], threads_grid[0]
             for clients in sorted({1, args.clients}):
@@ -351,9 +530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     fetchers = _endpoint_fetchers(port, slide.pk, headers, clients, workers * threads)
                     for phase in ("cold", "warm"):
                         results[(clients, "endpoint", phase)] = _run(jobs, clients, fetchers)
+                cold, warm = _fair_floor(stored, jobs, clients, workers, threads)
+                results[(clients, "getTile", "cold")], results[(clients, "getTile", "warm")] = cold, warm
                 fetchers = _floor_fetchers(stored, clients)
                 for phase in ("cold", "warm"):
-                    results[(clients, "getTile", phase)] = _run(jobs, clients, fetchers)
+                    results[(clients, ONE_PROCESS, phase)] = _run(jobs, clients, fetchers)
     finally:
         Cohort.objects.filter(project=project).delete()
         project.delete()
@@ -365,29 +546,35 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"({sum(cols * rows for _, cols, rows in grids)} tiles) of a {width} x {height} slide "
           f"({tile_size} px JPEG tiles); {os.cpu_count()} CPUs")
     if sweep:
-        floor = results[(args.clients, "getTile", "cold")]
         print(f"{args.clients} clients, cold pass, each configuration on a fresh server; "
-              f"{args.repeat} run(s) of each, the best p50 shown\n")
+              f"{args.repeat} run(s) of each, the best p50 shown; the floor: getTile in as many "
+              "processes and threads\n")
         print(f"{'workers':>7} {'threads':>7} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'tiles/s':>8} "
-              f"{'p50/floor':>10} {'tput/floor':>10}  p50 of each run")
+              f"{'p50/floor':>10} {'mean/floor':>10} {'tput/floor':>10}  p50 of each run; floor p50 / mean ms")
         for (workers, threads), runs in grid.items():
             best = min(runs, key=lambda run: _percentiles(run[0])[0])
+            floor = floors[(workers, threads)]
             each = " ".join(f"{_percentiles(run[0])[0] * 1e3:.1f}" for run in runs)
-            print(_row(f"{workers:7d} {threads:7d}", best, floor) + f"  {each}")
-        print(_row(f"{'getTile (floor)':>15}", floor))
+            print(_row(f"{workers:7d} {threads:7d}", best, floor) + f"  {each}; "
+                  f"{_percentiles(floor[0])[0] * 1e3:.2f} / {statistics.fmean(floor[0]) * 1e3:.2f}")
+        print(_row(f"{ONE_PROCESS:>15}", results[(args.clients, ONE_PROCESS, "cold")]))
         return 0
-    print(f"server: gunicorn {workers_grid[0]} workers x {threads_grid[0]} threads\n")
+    print(f"server: gunicorn {workers_grid[0]} workers x {threads_grid[0]} threads; getTile: as many processes "
+          f"(at most one per client) x threads; {ONE_PROCESS}: getTile in this process, a thread per client\n")
     print(f"{'clients':>7} {'':9} {'pass':5} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'tiles/s':>8}")
-    for (clients, name, phase), run in results.items():
+    for (clients, name, phase), run in sorted(results.items(), key=lambda item: (item[0][0], _ORDER[item[0][1]])):
         print(_row(f"{clients:7d} {name:9} {phase:5}", run))
     print()
     for clients in sorted({1, args.clients}):
         for phase in ("cold", "warm"):
-            endpoint, floor = results[(clients, "endpoint", phase)], results[(clients, "getTile", phase)]
-            p50_ratio = _percentiles(endpoint[0])[0] / _percentiles(floor[0])[0]
-            mean_ratio = statistics.fmean(endpoint[0]) / statistics.fmean(floor[0])
-            print(f"{clients:2d} clients, {phase}: endpoint / getTile latency p50 {p50_ratio:.1f}x, mean "
-                  f"{mean_ratio:.1f}x; endpoint throughput {floor[1] / endpoint[1]:.2f}x getTile's")
+            endpoint = results[(clients, "endpoint", phase)]
+            ratios = []
+            for name in ("getTile", ONE_PROCESS):
+                floor = results[(clients, name, phase)]
+                ratios.append(f"{name}: p50 {_percentiles(endpoint[0])[0] / _percentiles(floor[0])[0]:.1f}x, "
+                              f"mean {statistics.fmean(endpoint[0]) / statistics.fmean(floor[0]):.1f}x, "
+                              f"throughput {floor[1] / endpoint[1]:.2f}x")
+            print(f"{clients:2d} clients, {phase}: endpoint / {ratios[0]} (/ {ratios[1]})")
     return 0
 
 

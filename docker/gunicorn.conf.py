@@ -36,6 +36,13 @@ clients behind one worker's threads while another's idle::
           4       16    31.6    87.7      432         1.9x               0.75x
     getTile (floor)     16.8    49.3      572
 
+The floor of this table is getTile in one process (16 threads, one GIL), each
+tile timed around its call only; ``--sweep`` now lays the floor out as each
+configuration and times every tile from the client's previous answer (see
+bench_tiles), which this table predates. With the floor so laid out, 4 x 8
+served 2026-12-03 within 0.7-1.8x of getTile's mean latency at 16 clients
+(bench_tiles' docstring has the runs).
+
 So: ``GUNICORN_WORKERS`` 2 x the cores this process may use, ``GUNICORN_THREADS`` 8.
 (On a shared machine more processes also win a larger share of the CPU from
 the other work, which flatters them; on a machine of its own, measure again.)
@@ -54,7 +61,18 @@ worker_class = "gthread"
 workers = envint("GUNICORN_WORKERS", 2 * cores)
 threads = envint("GUNICORN_THREADS", 8)
 # Uploads go through resumable chunks and the heavy work through Celery: no request needs longer.
+# This is the worker heartbeat: a gthread worker's main loop keeps beating while one of its threads
+# waits on a request body, so it never answers a body that stops arriving (measured: with
+# --timeout 5, a POST announcing 1,000 bytes and sending 10 had no answer after 40 s, and held
+# shutdown for the graceful 30 s). The portal answers that itself: sua_portal.core.bodies sets
+# REQUEST_BODY_TIMEOUT (60 s) on the client's socket and replies 408 once a read waits that long;
+# a body announced larger than its endpoint takes is a 413 before it is read.
 timeout = 120
+# Each worker touches a heartbeat file twice a request; on a disk-backed /tmp (a container's overlay, or
+# ext4 while an upload is being written) that can block for milliseconds, in memory it does not
+# (gunicorn's documentation says the same). Measured here: 4.1 ms at worst on /tmp while a 188 MiB
+# slide was copied, 0.4 ms on /dev/shm.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 if workers < 1 or threads < 1:
     raise SystemExit(f"GUNICORN_WORKERS ({workers}) and GUNICORN_THREADS ({threads}) must be at least 1")

@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    # Swagger UI and ReDoc as static files of our own: /api/docs/ and /api/redoc/ work without internet.
+    "drf_spectacular_sidecar",
     "sua_portal.core",
     "sua_portal.accounts",
     "sua_portal.slides",
@@ -48,6 +50,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Answers DeepZoom tile GETs whose caller and access are cached, skipping the rest (see its docstring).
     "sua_portal.slides.views.TileFastPathMiddleware",
+    # Before anything reads a body: too large for its view is a 413 from Content-Length, a stalled one a 408.
+    "sua_portal.core.bodies.RequestBodyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -172,6 +176,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The documentation pages load their scripts from drf-spectacular-sidecar's static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Request and response bodies as separate components, so a response lists every field it always has.
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "status"; name each choice set after its model in the schema.
@@ -248,6 +256,15 @@ TORCH_THREADS = envint("TORCH_THREADS", 1)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 SLIDE_MAX_UPLOAD_BYTES = envint("SLIDE_MAX_UPLOAD_BYTES", 20 * 1024**3)
+# The members of an ensemble imported in one request, all together.
+ENSEMBLE_MAX_UPLOAD_BYTES = envint("ENSEMBLE_MAX_UPLOAD_BYTES", 4 * 1024**3)
+# Seconds a request may go without sending the next byte of its body before it is answered 408
+# (sua_portal.core.bodies: under gunicorn and the development server alike).
+REQUEST_BODY_TIMEOUT = envfloat("REQUEST_BODY_TIMEOUT", 60.0)
+# The resolutions (level-0 µm per pixel) an admin may set for slides whose files have none: from a
+# low-power overview (100) to beyond any optical scanner (0.05; 40x is about 0.25).
+SLIDE_MPP_MIN = envfloat("SLIDE_MPP_MIN", 0.05)
+SLIDE_MPP_MAX = envfloat("SLIDE_MPP_MAX", 100.0)
 
 LOGGING = {
     "version": 1,

@@ -3,13 +3,13 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from sua_portal.accounts import pages as account_pages
 from sua_portal.accounts.views import ApiTokenViewSet, ProjectViewSet, me
 from sua_portal.core import pages
-from sua_portal.core.views import healthz, not_found
+from sua_portal.core.views import RedocView, SwaggerView, healthz, not_found
 from sua_portal.ensembles import urls as ensemble_urls
 from sua_portal.review import urls as review_urls
 from sua_portal.runs import urls as run_urls
@@ -31,7 +31,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/me/", me, name="me"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", RedocView.as_view(url_name="schema"), name="redoc"),
     path("api/", include(router.urls)),
     path("api/", include(slide_urls.api_urlpatterns)),
     path("api/", include(ensemble_urls.api_urlpatterns)),

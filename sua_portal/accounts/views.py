@@ -40,6 +40,8 @@ class ProjectViewSet(viewsets.ModelViewSet):
 
     serializer_class = ProjectSerializer
     permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
+    # No filters: any query parameter but limit and offset is a 400 naming it (the paginator checks).
+    list_filters = {"list": ()}
 
     def get_queryset(self) -> QuerySet[Project]:
         return Project.objects.visible_to(self.request.user).prefetch_related("memberships")
@@ -83,6 +85,7 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, viewsets.
 
     serializer_class = ApiTokenSerializer
     permission_classes = [IsAuthenticated]
+    list_filters = {"list": ()}
 
     def get_queryset(self) -> QuerySet[ApiToken]:
         return ApiToken.objects.filter(user_id=cast(int, self.request.user.pk))

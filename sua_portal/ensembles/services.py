@@ -30,7 +30,7 @@ from PIL import Image
 from analysis.io import heatmap_rgba, read_heatmap_tiff, write_heatmap_tiff
 from sua_portal.celery import enqueue
 from sua_portal.ensembles.models import Ensemble, EnsembleMember, SlideHeatmap
-from sua_portal.errors import DomainError
+from sua_portal.errors import Conflict, DomainError
 from sua_portal.slides.models import Cohort, Slide
 from sua_portal.slides.services import slide_file
 from sua_portal.slides.truth import tumor_geometry
@@ -43,6 +43,10 @@ UNCERTAINTY_FIELD = {"entropy": "entropy", "mi": "mutual_information", "variance
 
 class EnsembleError(DomainError, ValueError):
     """Bad input a person can fix: the message says what and where."""
+
+
+class ResolutionUnknown(EnsembleError, Conflict):
+    """Slides whose resolution (µm per pixel) nobody knows: an admin sets an override first."""
 
 
 class Cancelled(Exception):
@@ -259,14 +263,38 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
 # --- inference -----------------------------------------------------------------------------
 
 
+def unknown_resolution(slides: Iterable[Slide]) -> ResolutionUnknown | None:
+    """The refusal for slides whose resolution nobody knows (:attr:`Slide.effective_mpp` is None), or None.
+
+    Without it a heatmap cannot be placed in micrometres (sizes, the metrics' 75 µm and 275 µm), and
+    a network trained at one resolution would be run blind at another.
+    """
+    unknown = [slide for slide in slides if slide.effective_mpp is None]
+    if not unknown:
+        return None
+    names = ", ".join(repr(slide.name) for slide in unknown[:5]) + (f" and {len(unknown) - 5} more"
+                                                                     if len(unknown) > 5 else "")
+    return ResolutionUnknown(
+        f"{len(unknown)} slide{'s' if len(unknown) != 1 else ''} ha{'ve' if len(unknown) != 1 else 's'} no known "
+        f"resolution ({names}): the file does not say how many µm a pixel is. An admin sets mpp_override "
+        "(µm per pixel) on the slide (PATCH /api/slides/{id}/) or on its cohort (PATCH /api/cohorts/{id}/); "
+        "nothing was queued.",
+        slides=[slide.pk for slide in unknown],
+    )
+
+
 def queue_inference(ensemble: Ensemble, slides: Iterable[Slide]) -> list[SlideHeatmap]:
-    """One ensembles.infer_slide task per slide; a slide already done stays done (running twice is idempotent)."""
+    """One ensembles.infer_slide task per slide; a slide already done stays done (running twice is idempotent).
+
+    Slides without a known resolution refuse the whole request (nothing is queued).
+    """
     if ensemble.status != Ensemble.Status.READY:
         raise EnsembleError(f"ensemble {ensemble.name!r} is {ensemble.status}, not ready")
+    slides = [slide for slide in slides if slide.status == Slide.Status.READY]
+    if (refusal := unknown_resolution(slides)) is not None:
+        raise refusal
     queued = []
     for slide in slides:
-        if slide.status != Slide.Status.READY:
-            continue
         heatmap, created = SlideHeatmap.objects.get_or_create(ensemble=ensemble, slide=slide)
         if not created and heatmap.status in (SlideHeatmap.Status.FAILED, SlideHeatmap.Status.CANCELLED):
             SlideHeatmap.objects.filter(pk=heatmap.pk).update(status=SlideHeatmap.Status.QUEUED, progress=0,
@@ -319,13 +347,15 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
     ).update(status=SlideHeatmap.Status.RUNNING, worker=claim, started=timezone.now(), progress=0)
     if claimed != 1:
         return "skipped"  # done, cancelled or failed already: nothing to redo
-    heatmap = SlideHeatmap.objects.select_related("ensemble", "slide").get(pk=heatmap_id)
+    heatmap = SlideHeatmap.objects.select_related("ensemble", "slide__cohort").get(pk=heatmap_id)
     ensemble = heatmap.ensemble
     progress = _Progress(heatmap_id, claim)
     downsample = heatmap_downsample or settings.HEATMAP_DOWNSAMPLE
     # With object storage the slide is a copy in this machine's cache: it may not go while it is read.
     pins = ExitStack()
     try:
+        if (refusal := unknown_resolution([heatmap.slide])) is not None:
+            raise refusal  # its resolution was taken away after it was queued
         _check_tile_size(ensemble.tile_size, ensemble.level_downsample, downsample)
         device = _torch_device(threads)
         members = load_members(ensemble, device=device)

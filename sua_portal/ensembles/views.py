@@ -1,13 +1,14 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +16,7 @@ from rest_framework.response import Response
 from sua_portal.accounts import roles
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import HasRole
+from sua_portal.core.params import query_id
 from sua_portal.ensembles import services
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.ensembles.serializers import (
@@ -26,6 +28,7 @@ from sua_portal.ensembles.serializers import (
 )
 from sua_portal.http import not_modified
 from sua_portal.slides.models import Cohort, Slide
+from sua_portal.slides.views import StrictMultiPartParser
 
 _NOT_YOUR_PROJECT = OpenApiResponse(description="the project is not one of the caller's")
 
@@ -44,7 +47,11 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [IsAuthenticated, HasRole]
     # Admins bring models in; researchers train and run them.
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    # Member files' names are checked as the slides app checks them (normalised; no paths, no empty names).
+    parser_classes = [JSONParser, StrictMultiPartParser, FormParser]
+    list_filters = {"list": ()}
+    # All members of an import together (sua_portal.core.bodies refuses more from Content-Length).
+    body_limits = {"import_members": lambda: int(settings.ENSEMBLE_MAX_UPLOAD_BYTES)}
     # The request field each action's EnsembleError is about (sua_portal.http.exception_handler).
     domain_error_fields = {"train": "config", "import_members": "members", "run": "ensemble"}
 
@@ -70,7 +77,9 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request={"multipart/form-data": ImportSerializer},
-                   responses={201: EnsembleSerializer, 404: _NOT_YOUR_PROJECT})
+                   responses={201: EnsembleSerializer, 404: _NOT_YOUR_PROJECT,
+                              413: OpenApiResponse(description="the member files together are larger than "
+                                                               "ENSEMBLE_MAX_UPLOAD_BYTES")})
     @action(detail=False, methods=["post"], url_path="import", allowed_roles=(roles.ADMIN,))
     def import_members(self, request: Request) -> Response:
         body = ImportSerializer(data={**request.data.dict(), "members": request.FILES.getlist("members")}
@@ -84,7 +93,10 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         )
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=RunSerializer, responses={202: HeatmapSerializer(many=True)})
+    @extend_schema(request=RunSerializer, responses={
+        202: HeatmapSerializer(many=True),
+        409: OpenApiResponse(description="some slides have no known resolution (`slides` lists them): an admin "
+                                         "sets mpp_override on them or their cohort first; nothing was queued")})
     @action(detail=True, methods=["post"])
     def run(self, request: Request, pk: str | None = None) -> Response:
         ensemble = self.get_object()
@@ -95,24 +107,27 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
             cohort__project=ensemble.project, cohort__in=body.validated_data["cohorts"])
         if not slides.exists():
             raise ValidationError({"slides": ["Name at least one slide or cohort of this project."]})
-        queued = services.queue_inference(ensemble, slides.distinct())
+        queued = services.queue_inference(ensemble, slides.distinct().select_related("cohort"))
         return Response(HeatmapSerializer(queued, many=True).data, status=status.HTTP_202_ACCEPTED)
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("ensemble", int, description="only the heatmaps of this ensemble (an id)"),
+    OpenApiParameter("slide", int, description="only the heatmaps of this slide (an id)")]))
 class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
     """Per-slide inference: status, progress in percent, cancel, and the slide's NPRs."""
 
     serializer_class = HeatmapSerializer
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
+    list_filters = {"list": ("ensemble", "slide")}
 
     def get_queryset(self) -> QuerySet[SlideHeatmap]:
         qs = SlideHeatmap.objects.filter(
             ensemble__project__in=Project.objects.visible_to(self.request.user)).select_related("slide", "ensemble")
         for key in ("ensemble", "slide"):
-            value = self.request.query_params.get(key)
-            if value and value.isdigit():
-                qs = qs.filter(**{key: int(value)})
+            if (value := query_id(self.request, key)) is not None:
+                qs = qs.filter(**{key: value})
         return qs
 
     @extend_schema(request=None, responses={200: HeatmapSerializer})

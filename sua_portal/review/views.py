@@ -29,7 +29,7 @@ from rest_framework.response import Response
 from sua_portal.accounts import roles
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import HasRole, IsAdminRoleOrReadOnly
-from sua_portal.core.params import query_flag, query_int
+from sua_portal.core.params import check_query_names, query_bool, query_choice, query_id, query_int
 from sua_portal.http import not_modified
 from sua_portal.review import services
 from sua_portal.review.models import CohortReviewer, Verdict
@@ -71,11 +71,11 @@ def _run_slide(run: Run, slide: int) -> RunSlide:
     return row
 
 
-def _cohort(request: Request, name: str = "cohort", *, required: bool = False) -> Cohort | None:
-    if request.query_params.get(name) in (None, "") and not required:
+def _cohort(request: Request, name: str = "cohort") -> Cohort | None:
+    """The cohort ``?name=`` names among the caller's projects; None when absent, a 400 when not found."""
+    if (pk := query_id(request, name)) is None:
         return None
-    cohort = Cohort.objects.filter(project__in=_visible_projects(request),
-                                   pk=query_int(request, name, low=1)).first()
+    cohort = Cohort.objects.filter(project__in=_visible_projects(request), pk=pk).first()
     if cohort is None:
         raise ValidationError({name: ["No such cohort among your projects."]})
     return cohort
@@ -93,6 +93,7 @@ class VerdictViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     allowed_roles = REVIEWERS
     serializer_class = VerdictSerializer
     lookup_url_kwarg = "verdict"
+    list_filters = {"list": ("run", "slide")}
 
     def get_queryset(self) -> QuerySet[Verdict]:
         if not self.request.user.is_authenticated:  # the schema generator's anonymous request
@@ -100,9 +101,8 @@ class VerdictViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         runs = Run.objects.filter(project__in=_visible_projects(self.request))
         if self.action != "list":
             return services.verdicts_of(self.request.user, runs=runs)
-        run = query_int(self.request, "run", 0, low=0) or None
-        slide = query_int(self.request, "slide", 0, low=0) or None
-        return services.verdicts_of(self.request.user, runs=runs, run=run, slide=slide)
+        return services.verdicts_of(self.request.user, runs=runs, run=query_id(self.request, "run"),
+                                    slide=query_id(self.request, "slide"))
 
     @extend_schema(parameters=[OpenApiParameter("run", int), OpenApiParameter("slide", int)])
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -137,6 +137,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
     allowed_roles = REVIEWERS
     lookup_url_kwarg = "run"
     serializer_class = QueueSerializer  # each action names its own
+    list_filters = {"disagreements": ("slide", "settled")}
 
     def get_queryset(self) -> QuerySet[Run]:
         return Run.objects.filter(project__in=_visible_projects(self.request)).select_related("project")
@@ -149,6 +150,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
     def queue(self, request: Request, run: str | None = None) -> Response:
         """The slide's flagged regions in the review range, highest score first, each with the caller's
         verdict; ``resume`` is the first region without one."""
+        check_query_names(request, ["slide"])
         found = self.get_object()
         row = _run_slide(found, query_int(request, "slide", low=1))
         return Response(QueueSerializer(services.slide_queue(found, row, request.user)).data)
@@ -159,6 +161,7 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
     def worklist(self, request: Request, run: str | None = None) -> Response:
         """The run's slides with flagged and (the caller's) reviewed counts: slides with regions left
         first, the most uncertain (highest flagged score) first; ``resume`` is where the caller goes on."""
+        check_query_names(request, ["cohort"])
         found = self.get_object()
         return Response(WorklistSerializer(services.worklist(found, request.user, cohort=_cohort(request))).data)
 
@@ -168,8 +171,9 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], url_path="next-slide")
     def next_slide(self, request: Request, run: str | None = None) -> Response:
         """The next slide in worklist order with regions left for the caller, and its first such region."""
+        check_query_names(request, ["after", "cohort"])
         found = self.get_object()
-        after = query_int(request, "after", 0, low=0) or None
+        after = query_id(request, "after")
         place = services.next_slide(found, request.user, after=after, cohort=_cohort(request))
         return Response(NextSlideSerializer({"next": place}).data)
 
@@ -219,9 +223,9 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
         (and the reviewer's slot) and the settlement if there is one."""
         _only_admins(request, "see the reviewers' disagreements")
         found = self.get_object()
-        slide = query_int(request, "slide", 0, low=0)
+        slide = query_id(request, "slide")
         row = _run_slide(found, slide) if slide else None
-        items = services.disagreements(found, run_slide=row, settled=query_flag(request, "settled"))
+        items = services.disagreements(found, run_slide=row, settled=query_bool(request, "settled"))
         page = self.paginate_queryset(items)  # type: ignore[arg-type]
         return self.get_paginated_response(DisagreementSerializer(page, many=True).data)
 
@@ -267,11 +271,10 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
         """The slide's reviewed segmentation: the original positives of the review range plus the regions
         confirmed as tumor, as a pyramidal TIFF (download), GeoJSON polygons (level-0 pixels) or PNG
         (the viewer's layer, one pixel per heatmap cell)."""
+        check_query_names(request, ["slide", "type"])
         found = self.get_object()
         row = _run_slide(found, query_int(request, "slide", low=1))
-        kind = request.query_params.get("type", "tiff")
-        if kind not in services.MASK_TYPES:
-            raise ValidationError({"type": [f"Choose one of {', '.join(services.MASK_TYPES)}."]})
+        kind = query_choice(request, "type", services.MASK_TYPES) or "tiff"
         state = services.reviewed(found, row, request.user)
         etag = state.etag(kind)
         if (unchanged := not_modified(request, etag)) is not None:
@@ -301,11 +304,12 @@ class ReviewRunViewSet(viewsets.GenericViewSet):
         """The flagged regions of the review range with their verdicts: GeoJSON that QuPath imports
         (``properties.classification`` with name and colour per verdict), ASAP XML (a group per verdict)
         or CSV (WKT outlines); level-0 pixels. Unreviewed regions are in class "Unreviewed"."""
+        check_query_names(request, ["type", "slide"])
         found = self.get_object()
-        kind = request.query_params.get("type", "")
-        if kind not in services.EXPORT_TYPES:
+        kind = query_choice(request, "type", services.EXPORT_TYPES)
+        if kind is None:
             raise ValidationError({"type": [f"Choose one of {', '.join(services.EXPORT_TYPES)}."]})
-        slide = query_int(request, "slide", 0, low=0)
+        slide = query_id(request, "slide")
         if kind != "csv" and not slide:
             raise ValidationError({"slide": ["QuPath and ASAP annotate one image at a time: name the slide."]})
         row = _run_slide(found, slide) if slide else None
@@ -322,6 +326,7 @@ class CohortReviewerViewSet(mixins.ListModelMixin, mixins.DestroyModelMixin, vie
     permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
     serializer_class = CohortReviewerSerializer
     lookup_url_kwarg = "assignment"
+    list_filters = {"list": ("cohort",)}
 
     def get_queryset(self) -> QuerySet[CohortReviewer]:
         found = CohortReviewer.objects.filter(cohort__project__in=_visible_projects(self.request)).select_related(

@@ -168,7 +168,8 @@ def _cohort_slides(cohort: Cohort) -> QuerySet[Slide]:
 
 
 def _resolution(slide: Slide) -> float | None:
-    return slide.mpp
+    """µm per level-0 pixel: the slide's own, or an admin's override for it or its cohort."""
+    return slide.effective_mpp
 
 
 def _check_cohorts(project: Project, validation: Sequence[Cohort], test: Sequence[Cohort]) -> None:

@@ -22,7 +22,7 @@ from rest_framework.response import Response
 from sua_portal.accounts import roles
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import HasRole
-from sua_portal.core.params import query_flag, query_int
+from sua_portal.core.params import query_bool, query_id, query_int
 from sua_portal.ensembles.models import Ensemble
 from sua_portal.http import not_modified
 from sua_portal.runs import services
@@ -63,6 +63,8 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
     domain_error_fields = {"create": "settings"}
+    # Each list's filters; any other query parameter is a 400 naming it (core.pagination).
+    list_filters = {"list": ("project", "slide", "review"), "slides": (), "regions": ("slide", "flagged", "range")}
 
     def get_serializer_class(self) -> type[RunSerializer]:
         return RunDetailSerializer if self.action == "retrieve" else RunSerializer
@@ -72,12 +74,11 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
             "created_by").prefetch_related("cohorts", "range_set")
         if self.action != "list":
             return runs
-        project = self.request.query_params.get("project")
-        if project is not None:
-            runs = runs.filter(project=query_int(self.request, "project", low=1))
-        if self.request.query_params.get("slide") is not None:
-            runs = runs.filter(cohorts__cohort__slides=query_int(self.request, "slide", low=1))
-        if query_flag(self.request, "review"):
+        if (project := query_id(self.request, "project")) is not None:
+            runs = runs.filter(project=project)
+        if (slide := query_id(self.request, "slide")) is not None:
+            runs = runs.filter(cohorts__cohort__slides=slide)
+        if query_bool(self.request, "review"):
             chosen = [services.review_run(p) for p in set(runs.values_list("project", flat=True))]
             runs = runs.filter(pk__in=[r.pk for r in chosen if r is not None])
         return runs.distinct()
@@ -145,14 +146,14 @@ class RunViewSet(viewsets.ReadOnlyModelViewSet):
     def regions(self, request: Request, pk: str | None = None) -> Response:
         """The run's negative prediction regions as level-0 polygons, highest score first per slide and range."""
         run = self.get_object()
-        slide = query_int(request, "slide", 0, low=0) or None
+        slide = query_id(request, "slide")
         index = request.query_params.get("range")
         run_range = None
         if index is not None:
             run_range = run.range_set.filter(index=query_int(request, "range", low=0)).first()
             if run_range is None:
                 raise ValidationError({"range": [f"The run has ranges 0 to {len(run.ranges) - 1}."]})
-        regions = services.regions_of(run, slide=slide, flagged=query_flag(request, "flagged"), run_range=run_range)
+        regions = services.regions_of(run, slide=slide, flagged=query_bool(request, "flagged"), run_range=run_range)
         page = self.paginate_queryset(regions)
         return self.get_paginated_response(RegionSerializer(page, many=True).data)
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import math
 import uuid
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import models, transaction
 from django.db.models.signals import post_delete
@@ -13,6 +15,17 @@ from django.dispatch import receiver
 
 from sua_portal.accounts.models import Project
 from sua_portal.slides import tiles
+
+
+def validate_mpp(value: float) -> None:
+    """A resolution a person may set: finite, within ``SLIDE_MPP_MIN`` .. ``SLIDE_MPP_MAX`` µm per pixel."""
+    low, high = float(settings.SLIDE_MPP_MIN), float(settings.SLIDE_MPP_MAX)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValidationError(
+            f"A resolution must be between {low:g} and {high:g} µm per pixel (level 0), not {value:g}; "
+            "a 40x scan is about 0.25, a 20x scan about 0.5.",
+            code="mpp_range",
+        )
 
 
 class Cohort(models.Model):
@@ -28,6 +41,11 @@ class Cohort(models.Model):
     split = models.CharField(max_length=16, choices=Split.choices)
     domain = models.CharField(max_length=100, default="in-domain", help_text='e.g. "in-domain" or "shifted"')
     description = models.TextField(blank=True)
+    mpp_override = models.FloatField(
+        null=True, blank=True, verbose_name="resolution override (µm/px)", validators=[validate_mpp],
+        help_text="level-0 micrometres per pixel of the cohort's slides whose files do not say (a slide's own "
+                  "override and its file's resolution come first)",
+    )
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -59,7 +77,11 @@ class Slide(models.Model):
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
     levels = models.PositiveSmallIntegerField(null=True, blank=True)
-    mpp = models.FloatField(null=True, blank=True, help_text="level-0 micrometres per pixel")
+    mpp = models.FloatField(null=True, blank=True, help_text="level-0 micrometres per pixel, as the file says")
+    mpp_override = models.FloatField(
+        null=True, blank=True, verbose_name="resolution override (µm/px)", validators=[validate_mpp],
+        help_text="level-0 micrometres per pixel to use instead of the file's (which may have none)",
+    )
     magnification = models.FloatField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADED)
     failure_reason = models.TextField(blank=True)
@@ -86,6 +108,24 @@ class Slide(models.Model):
     @property
     def project(self) -> Project:
         return self.cohort.project
+
+    @property
+    def effective_mpp(self) -> float | None:
+        """The resolution (level-0 µm/px) the portal works with: the slide's override, else what its file
+        says, else its cohort's override; None when nobody knows (no scale bar, no inference, no µm)."""
+        for value in (self.mpp_override, self.mpp, self.cohort.mpp_override):
+            if value is not None:
+                return float(value)
+        return None
+
+    @property
+    def mpp_source(self) -> str:
+        """Where :attr:`effective_mpp` comes from: "slide override", "file", "cohort override" or "unknown"."""
+        if self.mpp_override is not None:
+            return "slide override"
+        if self.mpp is not None:
+            return "file"
+        return "cohort override" if self.cohort.mpp_override is not None else "unknown"
 
 
 class Annotation(models.Model):

@@ -32,13 +32,14 @@ def _visible_cohort(request: HttpRequest, pk: int) -> Cohort:
 def cohort_context(request: HttpRequest, pk: int) -> dict[str, Any]:
     """The cohort page's context (``slides``: the cohort's slides by name); 404 outside the caller's projects."""
     cohort = _visible_cohort(request, pk)
-    slides = list(cohort.slides.annotate(annotation_count=Count("annotations")).order_by("name"))
+    slides = list(cohort.slides.select_related("cohort").annotate(annotation_count=Count("annotations")).order_by("name"))
     counts = {status: sum(1 for s in slides if s.status == status) for status in Slide.Status.values}
     return {
         "cohort": cohort,
         "slides": slides,
         "counts": counts,
         "tumor_count": sum(1 for s in slides if s.has_tumor),
+        "unknown_mpp_count": sum(1 for s in slides if s.effective_mpp is None),
         "other_cohorts": cohort.project.cohorts.exclude(pk=cohort.pk),
         "can_upload": roles.has_role(request.user, roles.ADMIN),
         "extensions": ",".join(services.SLIDE_EXTENSIONS),
@@ -73,6 +74,8 @@ def slide_viewer(request: HttpRequest, pk: int) -> HttpResponse:
         "next_id": siblings[index + 1] if index + 1 < len(siblings) else None,
         "position": index + 1,
         "total": len(siblings),
-        "annotations": [_describe(a, slide.mpp) for a in slide.annotations.select_related("author").order_by("created")],
+        "annotations": [_describe(a, slide.effective_mpp)
+                        for a in slide.annotations.select_related("author").order_by("created")],
+        "can_set_mpp": roles.has_role(request.user, roles.ADMIN),
     }
     return render(request, "slides/viewer.html", context)

@@ -16,7 +16,8 @@ class CohortSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Cohort
-        fields = ["id", "project", "name", "split", "domain", "description", "created", "slide_count", "ready_count"]
+        fields = ["id", "project", "name", "split", "domain", "description", "mpp_override", "created", "slide_count",
+                  "ready_count"]
         read_only_fields = ["id", "project", "created", "slide_count", "ready_count"]
         # Name clashes are answered by the view with a sentence, not a generic "unique set".
         validators: list[Any] = []
@@ -38,16 +39,25 @@ class SlideSerializer(serializers.ModelSerializer):
     # A method, not CharField(default=None): DRF drops a defaulted field from partial (PATCH) answers.
     uploaded_by = serializers.SerializerMethodField(help_text="null once the uploader's account is gone")
     annotation_count = serializers.IntegerField(read_only=True, default=0)
+    effective_mpp = serializers.FloatField(
+        read_only=True, allow_null=True,
+        help_text="the resolution in use (level-0 µm/px): mpp_override, else the file's mpp, else the cohort's "
+                  "mpp_override; null: unknown, so no scale bar and no inference until an admin sets one",
+    )
+    mpp_source = serializers.ChoiceField(
+        read_only=True, choices=["slide override", "file", "cohort override", "unknown"],
+        help_text="where effective_mpp comes from",
+    )
     links = serializers.SerializerMethodField()
 
     class Meta:
         model = Slide
         fields = [
             "id", "cohort", "name", "sha256", "size_bytes", "format", "width", "height", "levels", "mpp",
-            "magnification", "status", "failure_reason", "has_tumor", "tissue_fraction", "uploaded_by", "created",
-            "checked", "annotation_count", "links",
+            "mpp_override", "effective_mpp", "mpp_source", "magnification", "status", "failure_reason", "has_tumor",
+            "tissue_fraction", "uploaded_by", "created", "checked", "annotation_count", "links",
         ]
-        read_only_fields = [f for f in fields if f not in ("name", "has_tumor")]
+        read_only_fields = [f for f in fields if f not in ("name", "has_tumor", "mpp_override")]
 
     def get_uploaded_by(self, slide: Slide) -> str | None:
         return _username(slide.uploaded_by)
@@ -94,6 +104,11 @@ class AnnotationUploadSerializer(serializers.Serializer):
         required=False, help_text="comma-separated class / group names that mean tumor (default: the SPEC's)"
     )
     label = serializers.CharField(required=False, default="Tumor", max_length=100)  # type: ignore[assignment]
+    replace = serializers.BooleanField(
+        required=False, default=False,
+        help_text="ground truth only: put this file in place of the slide's ground truth (without it, a second "
+                  "ground truth is a 409)",
+    )
 
 
 class UploadStartSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import tempfile
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,11 +36,11 @@ from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from analysis import annotations as ann
-from analysis import defaults
-from analysis.io import InputError
+from analysis.errors import InputError, NoTumorAreaError
 from analysis.synthetic import generate_cohort
 from sua_portal.accounts.models import Project
 from sua_portal.celery import enqueue
+from sua_portal.core.bodies import human_bytes
 from sua_portal.errors import Conflict, DomainError, Gone, TooLarge
 from sua_portal.slides import tiles
 from sua_portal.slides.local_cache import SlideCache
@@ -64,6 +65,9 @@ MAX_ANNOTATION_BYTES = 256 * 1024 * 1024
 #: An annotation vertex may sit this many level-0 pixels past the slide's edge (drawing tools round).
 EDGE_TOLERANCE_PX = 1.0
 _CHUNK = 8 * 1024 * 1024
+#: A chunk's body is read in blocks this big: a read that runs into the body deadline loses its block
+#: (the server holds it unfinished), so what a stalled chunk keeps is all but its last block.
+_RECEIVE_BLOCK = 256 * 1024
 #: A resumable upload nobody touched for this long is given up.
 STALE_UPLOAD_AGE = timedelta(days=2)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -92,17 +96,52 @@ def max_upload_bytes() -> int:
     return int(settings.SLIDE_MAX_UPLOAD_BYTES)
 
 
-def check_slide_filename(filename: str) -> str:
-    """The bare file name of a slide, or :class:`SlideRejected` saying what is wrong with it."""
-    name = (filename or "").strip()
+#: Unicode categories a file name loses before it is checked: control characters (Cc), zero-width and
+#: other invisible formatting (Cf: U+200B..U+200F, U+2060, U+FEFF, the bidirectional overrides), line and
+#: paragraph separators (Zl, Zp).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+MAX_FILE_NAME_CHARS = 200
+
+
+def normalized_file_name(filename: str) -> str:
+    """``filename`` as it is checked and stored: invisible and control characters removed, then Unicode
+    NFKC (so full-width letters are plain ones and a full-width solidus U+FF0F is a "/"), then stripped."""
+    visible = "".join(ch for ch in filename or "" if unicodedata.category(ch) not in _INVISIBLE_CATEGORIES)
+    return unicodedata.normalize("NFKC", visible).strip()
+
+
+def check_file_name(filename: str, *, what: str = "file") -> str:
+    """The bare, normalised name of an uploaded file (:func:`normalized_file_name`), or
+    :class:`SlideRejected` saying what is wrong with it as sent.
+
+    Checked after normalisation, so that the message is about what would be stored: a name made of
+    zero-width characters and ".svs" is an empty name, not a file without an extension.
+    """
+    raw = filename or ""
+    name = normalized_file_name(raw)
+    removed = " once invisible and control characters are removed" if name != raw.strip() else ""
     if not name:
-        raise SlideRejected("The file has no name.")
-    if "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
-        raise SlideRejected(f"The file name {filename!r} contains a path; send the bare file name (like slide.svs).")
-    if len(name) > 200:
-        raise SlideRejected("The file name is longer than 200 characters.")
+        raise SlideRejected(f"The {what} has no name{f' ({raw!r}{removed})' if raw else ''}; "
+                            "name it (like slide.svs).")
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise SlideRejected(f"The file name {raw!r} contains a path; send the bare file name (like slide.svs).")
+    if len(name) > MAX_FILE_NAME_CHARS:
+        raise SlideRejected(f"The file name is longer than {MAX_FILE_NAME_CHARS} characters.")
     if not name.isprintable():
-        raise SlideRejected("The file name contains control characters.")
+        raise SlideRejected(f"The file name {raw!r} contains characters that cannot be shown; rename the file.")
+    stem, dot, extension = name.rpartition(".")
+    if dot and not stem.strip(" ."):
+        raise SlideRejected(
+            f"The file name {raw!r} is an empty name before its extension '.{extension}'{removed}; "
+            f"name the {what} (like slide.{extension})."
+        )
+    return name
+
+
+def check_slide_filename(filename: str) -> str:
+    """The bare file name of a slide (:func:`check_file_name`) with a slide's extension, or
+    :class:`SlideRejected` saying what is wrong with it."""
+    name = check_file_name(filename, what="slide file")
     suffix = Path(name).suffix.lower()
     if suffix not in SLIDE_EXTENSIONS:
         shown = f"'{suffix}'" if suffix else "without an extension"
@@ -118,16 +157,8 @@ def check_slide_size(size: int, filename: str) -> None:
     limit = max_upload_bytes()
     if size > limit:
         raise SlideTooLarge(
-            f"{filename}: {_human(size)} is more than the {_human(limit)} a slide may have on this server."
+            f"{filename}: {human_bytes(size)} is more than the {human_bytes(limit)} a slide may have on this server."
         )
-
-
-def _human(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} bytes"
 
 
 def sha256_of_file(path: Path, *, chunk: int = _CHUNK) -> str:
@@ -369,7 +400,7 @@ def receive_chunk(upload: SlideUpload, *, offset: int, length: int, stream: IO[b
             out.truncate()
             try:
                 while written < length and stream is not None:
-                    block = stream.read(min(_CHUNK, length - written))
+                    block = stream.read(min(_RECEIVE_BLOCK, length - written))
                     if not block:
                         break
                     out.write(block)
@@ -582,6 +613,24 @@ def _mask_too_big(filename: str, shape: Sequence[int]) -> str:
     )
 
 
+_TUMOR_FREE_HINT = ("A tumor-free slide needs no annotation file: mark it so with has_tumor false "
+                    "(PATCH /api/slides/{id}/).")
+
+
+def _annotation_refusal(error: InputError, *, path: Path, filename: str) -> str:
+    """The analysis core's message about an annotation file, for the person who sent it.
+
+    The file is named as they named it (never the server's path); a file that means no tumor says
+    what to do instead.
+    """
+    message = str(error).replace(str(path), filename)
+    if isinstance(error, NoTumorAreaError) and error.reason == "no tumor class":
+        message += ". Send tumor_classes (comma-separated names) to say which of them mean tumor"
+    elif isinstance(error, NoTumorAreaError) and error.reason == "empty":
+        return message.split(". A tumor-free")[0] + ". " + _TUMOR_FREE_HINT
+    return f"{message}."
+
+
 def annotation_geometry(
     path: Path,
     *,
@@ -592,8 +641,9 @@ def annotation_geometry(
 ) -> MultiPolygon:
     """The tumor area of an annotation file (ASAP XML, GeoJSON, or a binary mask) in level-0 pixels.
 
-    Raises :class:`SlideRejected` when the file does not parse, names no tumor
-    class although it has annotations, or reaches outside the slide.
+    Raises :class:`SlideRejected` when the file does not parse, outlines no tumor (empty, points or
+    polygons of fewer than 3 distinct vertices only, no tumor group or class: SPEC, never a silently
+    empty truth; an all-zero mask likewise), or reaches outside the slide.
     """
 
     suffix = Path(filename).suffix.lower()
@@ -601,22 +651,9 @@ def annotation_geometry(
     if suffix in ANNOTATION_VECTOR_EXTENSIONS:
         try:
             # The reader picks the format by the path's suffix, which callers keep equal to the file name's.
-            items = ann.read_annotations(path)
+            geometry = ann.load_tumor_geometry(path, tumor_classes=tuple(tumor_classes) if tumor_classes else None)
         except InputError as exc:
-            message = str(exc).replace(str(path), filename)
-            raise SlideRejected(f"{message}.") from None
-        is_xml = suffix == ".xml"
-        classes = tuple(tumor_classes) if tumor_classes else (
-            defaults.ASAP_TUMOR_GROUPS if is_xml else defaults.GEOJSON_TUMOR_CLASSES
-        )
-        excluded = defaults.ASAP_EXCLUDE_GROUPS if is_xml else ()
-        geometry = ann.tumor_geometry(items, tumor_classes=classes, exclude_classes=excluded)
-        if items and geometry.is_empty:
-            found = sorted({i.label or "(no class)" for i in items})
-            raise SlideRejected(
-                f"{filename}: none of its {len(items)} annotations is tumor. Classes found: {', '.join(found)}; "
-                f"tumor classes are {', '.join(classes)} (send tumor_classes to change them)."
-            )
+            raise SlideRejected(_annotation_refusal(exc, path=path, filename=filename)) from None
     elif suffix in ANNOTATION_MASK_EXTENSIONS:
         mask = _read_mask(path, filename)
         if downsample is None:
@@ -635,7 +672,11 @@ def annotation_geometry(
                 f"{width} x {height}."
             )
         polygons = ann.mask_to_polygons(mask, downsample=float(downsample))
-        geometry = ann.valid_multipolygon(shapely.union_all(polygons)) if polygons else MultiPolygon()
+        if not polygons:
+            raise SlideRejected(
+                f"{filename}: the mask has no non-zero pixel, so it marks no tumor. {_TUMOR_FREE_HINT}"
+            )
+        geometry = ann.valid_multipolygon(shapely.union_all(polygons))
     else:
         raise SlideRejected(
             f"{filename}: annotations are read from ASAP XML (.xml), GeoJSON (.geojson, .json) or a binary "
@@ -659,15 +700,28 @@ def add_annotation(
     downsample: float | None = None,
     tumor_classes: Sequence[str] | None = None,
     label: str = "Tumor",
+    replace: bool = False,
 ) -> Annotation:
-    """Read an annotation file and store its tumor area on ``slide`` (ground truth updates has_tumor)."""
-    filename = Path(filename or path.name).name
+    """Read an annotation file and store its tumor area on ``slide`` (ground truth updates has_tumor).
+
+    A slide has one ground truth: a second one is a :class:`SlideConflict` unless ``replace``,
+    which puts it in place of the first in one transaction.
+    """
+    filename = check_file_name(filename or path.name, what="annotation file")
     if path.stat().st_size > MAX_ANNOTATION_BYTES:
-        raise SlideTooLarge(f"{filename}: annotation files may have at most {_human(MAX_ANNOTATION_BYTES)}.")
+        raise SlideTooLarge(f"{filename}: annotation files may have at most {human_bytes(MAX_ANNOTATION_BYTES)}.")
     geometry = annotation_geometry(
         path, filename=filename, slide_size=_slide_size(slide), downsample=downsample, tumor_classes=tumor_classes
     )
     with transaction.atomic():
+        if source == Annotation.Source.GROUND_TRUTH:
+            # The slide's row is the lock: two uploads of a truth for one slide take turns.
+            Slide.objects.select_for_update().filter(pk=slide.pk).exists()
+            truth = list(Annotation.objects.filter(slide=slide, source=Annotation.Source.GROUND_TRUTH)
+                         .select_related("author"))
+            if truth and not replace:
+                raise _second_truth(slide, truth[0], filename)
+            Annotation.objects.filter(pk__in=[a.pk for a in truth]).delete()
         annotation = Annotation.objects.create(
             slide=slide,
             geometry=_geojson(geometry),
@@ -681,10 +735,21 @@ def add_annotation(
     return annotation
 
 
+def _second_truth(slide: Slide, truth: Annotation, filename: str) -> SlideConflict:
+    came = truth.original_filename or f"annotation {truth.pk}"
+    who = f" by {truth.author.get_username()}" if truth.author else ""
+    return SlideConflict(
+        f"{filename}: slide {slide.name!r} already has its ground truth ({came}, added "
+        f"{truth.created:%Y-%m-%d %H:%M}{who}); nothing was changed. To put this file in its place, send it "
+        "again with replace=true; to keep both outlines, send it as source=reviewer.",
+        annotation=truth.pk,
+    )
+
+
 def add_uploaded_annotation(slide: Slide, upload: Any, **kwargs: Any) -> Annotation:
-    filename = Path(getattr(upload, "name", "") or "annotation").name
+    filename = check_file_name(getattr(upload, "name", "") or "", what="annotation file")
     if int(upload.size or 0) > MAX_ANNOTATION_BYTES:
-        raise SlideTooLarge(f"{filename}: annotation files may have at most {_human(MAX_ANNOTATION_BYTES)}.")
+        raise SlideTooLarge(f"{filename}: annotation files may have at most {human_bytes(MAX_ANNOTATION_BYTES)}.")
     if hasattr(upload, "temporary_file_path") and Path(upload.temporary_file_path()).suffix.lower() == Path(
         filename
     ).suffix.lower():
@@ -698,13 +763,17 @@ def delete_annotation(annotation: Annotation) -> None:
     with transaction.atomic():
         annotation.delete()
         if annotation.source == Annotation.Source.GROUND_TRUTH:
-            _update_has_tumor(slide)
+            _update_has_tumor(slide, truth_removed=True)
 
 
-def _update_has_tumor(slide: Slide) -> None:
+def _update_has_tumor(slide: Slide, *, truth_removed: bool = False) -> None:
     truth = Annotation.objects.filter(slide=slide, source=Annotation.Source.GROUND_TRUTH)
     if not truth.exists():
-        # Without ground truth nobody has said yet: unknown, unless set by hand or by an import.
+        # Without ground truth nobody has said yet: unknown, unless set by hand or by an import
+        # (and unknown again once the truth that said so is deleted).
+        if truth_removed:
+            Slide.objects.filter(pk=slide.pk).update(has_tumor=None)
+            slide.has_tumor = None
         return
     has_tumor = any(not shapely.geometry.shape(a.geometry).is_empty for a in truth)
     Slide.objects.filter(pk=slide.pk).update(has_tumor=has_tumor)

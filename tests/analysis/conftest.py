@@ -22,7 +22,7 @@ ensemble members, one only its segmentation).
 Files vary on purpose: .npy, float TIFF, 8-bit PNG heatmaps; truth as a PNG
 mask at the analysis level, a level-0 .npy mask, a tiled level-0 TIFF mask,
 ASAP XML (with a ``_2`` exclusion that cuts nothing), QuPath GeoJSON, and
-``"truth": null`` for one tumor-free slide.
+``"truth": null`` for the tumor-free slides without a PNG mask.
 """
 
 from __future__ import annotations
@@ -85,9 +85,10 @@ SLIDES = [
     SlideSpec("cam-3", "test", "camelyon", True, fn_base=0.58, tn_base=0.33, heatmap="png", truth="level0-tif"),
     SlideSpec("cam-4", "test", "camelyon", False, tn_base=0.3, truth="none"),
     SlideSpec("sen-1", "test", "sentinel", True, fn_base=0.6, tn_base=0.4),
-    SlideSpec("sen-2", "test", "sentinel", False, tn_base=0.7, truth="xml"),
+    # Tumor-free slides come without an annotation file (an empty one is an error, SPEC).
+    SlideSpec("sen-2", "test", "sentinel", False, tn_base=0.7, truth="none"),
     SlideSpec("sen-3", "test", "sentinel", True, uncertainty="members"),
-    SlideSpec("sen-4", "test", "sentinel", False, uncertainty="none", truth="geojson"),
+    SlideSpec("sen-4", "test", "sentinel", False, uncertainty="none", truth="none"),
 ]
 
 

@@ -392,3 +392,87 @@ def test_overlapping_parts_of_a_multipolygon_stay_area_when_it_is_repaired() -> 
     assert repaired.is_valid and repaired.geom_type == "MultiPolygon"
     assert repaired.area == pytest.approx(6.0)
     assert valid_multipolygon(shapely.GeometryCollection([box(0, 0, 1, 1), shapely.Point(5, 5)])).area == 1.0
+
+
+# --------------------------------------------------------------------------- files that outline no tumor
+
+
+def _asap(*annotations: tuple[str, str, list[tuple[float, float]]]) -> str:
+    """ASAP XML of (type, group, points) annotations."""
+    body = "".join(
+        f'<Annotation Name="A{i}" Type="{kind}" PartOfGroup="{group}"><Coordinates>'
+        + "".join(f'<Coordinate Order="{j}" X="{x}" Y="{y}" />' for j, (x, y) in enumerate(points))
+        + "</Coordinates></Annotation>"
+        for i, (kind, group, points) in enumerate(annotations)
+    )
+    return f"<ASAP_Annotations><Annotations>{body}</Annotations></ASAP_Annotations>"
+
+
+SQUARE = [(0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0)]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("empty.geojson", '{"type": "FeatureCollection", "features": []}',
+     "the file holds no annotations. A tumor-free slide needs no annotation file"),
+    ("empty.xml", "<ASAP_Annotations><Annotations /></ASAP_Annotations>", "holds no annotations"),
+    ("points.geojson", json.dumps([_feature({"type": "Point", "coordinates": [1, 1]}, "Tumor"),
+                                   _feature({"type": "MultiPoint", "coordinates": [[1, 1], [5, 5]]}, "Tumor")]),
+     "none of its 2 annotations encloses an area (MultiPoint (1), Point (1)); tumor must be outlined by polygons "
+     "of at least 3 distinct vertices"),
+    ("one-vertex.xml", _asap(("Polygon", "Tumor", [(5, 5)])),
+     r"none of its 1 annotations encloses an area (polygon of 1 distinct vertex (1))"),
+    ("repeated.xml", _asap(("Polygon", "_0", [(5, 5), (9, 9), (5, 5), (9, 9)]), ("Dot", "_0", [(1, 1)])),
+     "(Dot (1), polygon of 2 distinct vertices (1))"),
+    ("sliver.geojson", json.dumps([_feature({"type": "Polygon", "coordinates": [[[0, 0], [4, 4], [4, 4], [0, 0]]]},
+                                            "Tumor")]), "polygon of 2 distinct vertices (1)"),
+    ("stroma.geojson", json.dumps([_feature(shapely.geometry.mapping(box(0, 0, 9, 9)), "Stroma"),
+                                   _feature(shapely.geometry.mapping(box(20, 0, 29, 9)), "Stroma"),
+                                   _feature(shapely.geometry.mapping(box(40, 0, 49, 9)), None)]),
+     "no class in it means tumor: it holds the classes (no class) (1), Stroma (2); tumor classes are Tumor, "
+     "Metastasis"),
+    ("groups.xml", _asap(("Polygon", "Lymphocytes", SQUARE), ("Polygon", "_2", SQUARE)),
+     "no group in it means tumor: it holds the groups _2 (1), Lymphocytes (1); tumor groups are Tumor, _0, _1, "
+     "metastases, metastasis"),
+    ("tumor-dots.xml", _asap(("Dot", "Tumor", [(1, 1)]), ("Polygon", "Stroma", SQUARE)),
+     "its tumor annotations enclose no area (Dot (1)); tumor must be outlined by polygons of at least 3 distinct "
+     "vertices. Its areas are of the groups Stroma (1)"),
+    ("line.xml", _asap(("Polygon", "Tumor", [(0, 0), (5, 5), (10, 10)])), "vertices lie on one line"),
+    ("cut-out.xml", _asap(("Polygon", "_0", SQUARE), ("Polygon", "_2", [(-1, -1), (11, -1), (11, 11), (-1, 11)])),
+     "its tumor outlines lie entirely inside its exclusion groups (_2), which leaves no tumor"),
+])
+def test_a_file_that_outlines_no_tumor_is_an_error_saying_why(tmp_path: Path, name: str, content: str,
+                                                              message: str) -> None:
+    from analysis.errors import NoTumorAreaError
+
+    (tmp_path / name).write_text(content)
+    with pytest.raises(NoTumorAreaError) as caught:
+        load_tumor_geometry(tmp_path / name)
+    assert str(caught.value).startswith(f"{tmp_path / name}: ")
+    assert message in str(caught.value)
+
+
+def test_points_beside_a_tumor_outline_are_left_out_and_named_when_asked(tmp_path: Path) -> None:
+    from analysis.annotations import read_annotation_file
+
+    (tmp_path / "mixed.xml").write_text(_asap(("Polygon", "Tumor", SQUARE), ("Dot", "Tumor", [(50, 50)]),
+                                              ("Polygon", "Tumor", [(70, 70), (80, 80)])))
+    assert load_tumor_geometry(tmp_path / "mixed.xml").equals(box(0, 0, 10, 10))
+    read = read_annotation_file(tmp_path / "mixed.xml")
+    assert [a.name for a in read.annotations] == ["A0"]
+    assert [(s.name, s.kind) for s in read.skipped] == [("A1", "Dot"), ("A2", "polygon of 2 distinct vertices")]
+
+
+def test_group_names_match_without_case_and_metastasis_singular_is_tumor(tmp_path: Path) -> None:
+    (tmp_path / "c16.xml").write_text(_asap(("Polygon", "Metastasis", SQUARE), ("Polygon", "TUMOR", [
+        (20, 0), (30, 0), (30, 10)])))
+    assert load_tumor_geometry(tmp_path / "c16.xml").area == pytest.approx(100 + 50)
+
+
+def test_the_error_carries_the_labels_and_tumor_classes(tmp_path: Path) -> None:
+    from analysis.errors import NoTumorAreaError
+
+    (tmp_path / "s.geojson").write_text(json.dumps([_feature(shapely.geometry.mapping(box(0, 0, 9, 9)), "Stroma")]))
+    with pytest.raises(NoTumorAreaError) as caught:
+        load_tumor_geometry(tmp_path / "s.geojson", tumor_classes=("Tumour",))
+    assert caught.value.labels == ("Stroma",) and caught.value.tumor_classes == ("Tumour",)
+    assert "tumor classes are Tumour" in str(caught.value)

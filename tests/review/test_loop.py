@@ -209,6 +209,7 @@ def test_exports_with_verdicts_read_back_by_analysis_annotations(
         assert line["verdict"] == verdicts.get(region.pk, "unreviewed")
         assert line["comment"] == (f"note {region.pk}" if region.pk in verdicts else "")
     # Bad input: an unknown type, or a per-image format without the image.
-    assert pathologist.get(url, {"type": "pdf"}).json() == {"type": ["Choose one of geojson, xml, csv."]}
+    assert pathologist.get(url, {"type": "pdf"}).json() == {"type": ["'pdf' is not one of geojson, xml, csv."]}
+    assert list(pathologist.get(url, {"type": "csv", "slides": 1}).json()) == ["slides"]  # a misspelt filter
     assert "slide" in pathologist.get(url, {"type": "xml"}).json()
     assert Region.objects.filter(run=run).count() > len(every)  # only the flagged ones were exported

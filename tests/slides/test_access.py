@@ -32,7 +32,9 @@ def _expect(role: str, own: bool, *, admin_only: bool, method: str, ok: int) -> 
 
 def _png() -> bytes:
     out = io.BytesIO()
-    Image.new("L", (150, 125)).save(out, format="PNG")
+    image = Image.new("L", (150, 125))
+    image.paste(255, (10, 10, 40, 40))  # some tumor: an all-zero mask is refused
+    image.save(out, format="PNG")
     return out.getvalue()
 
 
@@ -90,7 +92,8 @@ def test_each_role_gets_the_right_answer(role: str, own: bool, case: tuple[Any, 
         content, content_type = multipart("file", "small.svs", (testdata / "small.svs").read_bytes())
         response = client.generic("POST", path, content, content_type=content_type)
     elif body == "mask":
-        content, content_type = multipart("file", "mask.png", _png())
+        # The slide has its ground truth (the world's annotation): this one replaces it.
+        content, content_type = multipart("file", "mask.png", _png(), replace="true")
         response = client.generic("POST", path, content, content_type=content_type)
     elif body == "chunk":
         response = client.generic("PUT", path, b"", content_type="application/octet-stream",

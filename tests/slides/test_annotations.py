@@ -17,6 +17,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, shape
 from analysis.annotations import rasterize, write_asap_xml, write_geojson
 from sua_portal.slides.models import Annotation, Slide
 from tests.slides.conftest import Storage, multipart
+from tests.slides.test_strict_inputs import NO_TUMOR_AREA
 
 pytestmark = pytest.mark.django_db
 
@@ -156,8 +157,10 @@ BAD_ANNOTATIONS = [
     ("no tumor class", "stroma.geojson",
      json.dumps([{"type": "Feature", "properties": {"classification": {"name": "Stroma"}},
                   "geometry": shapely.geometry.mapping(box(10, 10, 50, 50))}]).encode(),
-     "Classes found: Stroma"),
+     "no class in it means tumor: it holds the classes Stroma (1); tumor classes are Tumor, Metastasis. Send "
+     "tumor_classes"),
     ("a mask bigger than the slide", "big_mask.png", "big-mask", "more than the slide's"),
+    *NO_TUMOR_AREA,  # tests/slides/test_strict_inputs.py: files that outline no tumor
 ]
 
 
@@ -166,18 +169,22 @@ def test_a_bad_annotation_file_is_refused_with_a_reason_and_stores_nothing(
     case: str, name: str, content: Any, message: str, people: dict[str, Any], slide: Any, api_for: Any,
     storage: Storage,
 ) -> None:
+    extra = {}
     if content == "big-mask":
         out = io.BytesIO()
         Image.fromarray(np.full((300, 300), 255, np.uint8)).save(out, format="PNG")
         content, extra = out.getvalue(), {"downsample": "2"}
-    else:
-        extra = {}
+    elif content == "zero-mask":
+        out = io.BytesIO()
+        Image.new("L", (75, 63)).save(out, format="PNG")
+        content = out.getvalue()
     files_before = storage.files()
     response = _post(api_for(people["admin"]), slide, name, content, **extra)
     assert response.status_code == 400, response.content
     assert message in response.json()["detail"], response.json()
     assert Annotation.objects.count() == 0 and storage.files() == files_before
     assert str(storage.media) not in response.json()["detail"]
+    assert Slide.objects.get(pk=slide.pk).has_tumor is None
 
 
 def test_other_class_names_can_be_named_as_tumor(people: dict[str, Any], slide: Any, api_for: Any) -> None:
@@ -187,22 +194,14 @@ def test_other_class_names_can_be_named_as_tumor(people: dict[str, Any], slide: 
     assert response.status_code == 201 and shape(response.json()["geometry"]).equals(box(10, 10, 50, 50))
 
 
-def test_an_empty_annotation_file_says_the_slide_is_tumor_free(
-    people: dict[str, Any], slide: Any, api_for: Any,
-) -> None:
-    response = _post(api_for(people["admin"]), slide, "none.geojson", b'{"type": "FeatureCollection", "features": []}')
-    assert response.status_code == 201 and shape(response.json()["geometry"]).is_empty
-    assert Slide.objects.get(pk=slide.pk).has_tumor is False
-
-
-def test_deleting_the_ground_truth_updates_the_tumor_flag(
+def test_deleting_the_ground_truth_makes_the_tumor_flag_unknown_again(
     people: dict[str, Any], slide: Any, api_for: Any, tmp_path: Path,
 ) -> None:
     client = api_for(people["admin"])
-    empty = _post(client, slide, "none.geojson", b"[]").json()
     write_geojson(TUMOR, tmp_path / "t.geojson")
     tumor = _post(client, slide, "t.geojson", (tmp_path / "t.geojson").read_bytes()).json()
+    reviewed = _post(client, slide, "r.geojson", (tmp_path / "t.geojson").read_bytes(), source="reviewer").json()
     assert Slide.objects.get(pk=slide.pk).has_tumor is True
     assert client.delete(f"/api/slides/{slide.pk}/annotations/{tumor['id']}/").status_code == 204
-    assert Slide.objects.get(pk=slide.pk).has_tumor is False
-    assert [a["id"] for a in client.get(f"/api/slides/{slide.pk}/annotations/").json()] == [empty["id"]]
+    assert Slide.objects.get(pk=slide.pk).has_tumor is None  # nobody says now; a reviewer's outline is no truth
+    assert [a["id"] for a in client.get(f"/api/slides/{slide.pk}/annotations/").json()] == [reviewed["id"]]

@@ -35,7 +35,6 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(9)
             user, _ = User.objects.get_or_create(username=username)
             user.set_password(password)
-            user.is_staff = role == roles.ADMIN
             user.save()
             user.groups.add(Group.objects.get(name=role))
             Membership.objects.get_or_create(project=project, user=user)
