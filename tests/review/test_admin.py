@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from tests.review.conftest import regions_made_directly
@@ -34,3 +35,11 @@ def test_every_review_list_and_row_opens_in_the_admin(admin_client: Any, make_us
         assert admin_client.get(reverse(f"{name}_change", args=[row.pk])).status_code == 200, model
     # The history is a record: read only.
     assert admin_client.get(reverse("admin:review_verdictchange_add")).status_code == 403
+    # An admin of another project sees none of these rows.
+    elsewhere = make_user("elsewhere", "admin")
+    Membership.objects.create(project=Project.objects.create(name="Elsewhere"), user=elsewhere)
+    client = Client()
+    client.force_login(elsewhere)
+    for model in (Verdict, VerdictChange, Settlement, CohortReviewer, SlideCompletion):
+        listed = client.get(reverse(f"admin:review_{model._meta.model_name}_changelist"))
+        assert listed.status_code == 200 and listed.context["cl"].result_count == 0, model
