@@ -1,7 +1,12 @@
-"""Tumor annotations: ASAP XML, QuPath GeoJSON and binary masks, as shapely geometry.
+"""Annotations: ASAP XML, QuPath GeoJSON, CSV with WKT outlines and binary masks, as shapely geometry.
 
-All coordinates are level-0 pixels (x to the right, y down), as both formats
-store them.  The ground truth of a slide is the union of its tumor polygons
+All coordinates are level-0 pixels (x to the right, y down), as every format
+stores them.  Labelled annotations (a class per shape: reviewers' verdicts,
+say) are written with :func:`asap_xml` (a group per label), :func:`geojson`
+(``classification`` with name and colour, as QuPath imports it) and
+:func:`annotations_csv`, and read back by :func:`read_annotations`.
+
+The ground truth of a slide is the union of its tumor polygons
 minus the union of its exclusion polygons (ASAP group ``_2``), rasterised onto
 a heatmap grid by one rule (SPEC §6): grid pixel (r, c) at downsample ``d`` is
 tumor when its centre ((c + 0.5) d, (r + 0.5) d) lies inside.
@@ -9,11 +14,13 @@ tumor when its centre ((c + 0.5) d, (r + 0.5) d) lies inside.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,10 @@ __all__ = [
     "Annotation",
     "AnnotationFile",
     "Skipped",
+    "annotations_csv",
+    "asap_xml",
     "file_tumor_geometry",
+    "geojson",
     "load_tumor_geometry",
     "mask_to_polygons",
     "rasterize",
@@ -38,6 +48,8 @@ __all__ = [
     "read_annotations",
     "read_asap_file",
     "read_asap_xml",
+    "read_csv",
+    "read_csv_file",
     "read_geojson",
     "read_geojson_file",
     "tumor_geometry",
@@ -93,7 +105,8 @@ class Skipped:
 class AnnotationFile:
     """What an annotation file holds: the annotations that enclose an area, and those that do not.
 
-    ``format`` is "xml" (ASAP, whose labels are groups) or "geojson" (QuPath, whose labels are classes).
+    ``format`` is "xml" (ASAP, whose labels are groups), "geojson" (QuPath, whose labels are classes)
+    or "csv" (a table of WKT outlines with a class column).
     """
 
     path: Path
@@ -225,6 +238,18 @@ def _split_area(geometry: BaseGeometry) -> tuple[list[Polygon], list[str]]:
     return [], [geometry.geom_type]
 
 
+def _add_parsed(name: str, label: str, parsed: BaseGeometry, result: list[Annotation], skipped: list[Skipped]) -> None:
+    """The annotations of one parsed geometry onto ``result``, the parts that enclose no area onto ``skipped``."""
+    areas, others = _split_area(parsed)
+    skipped += [Skipped(name, label, kind) for kind in others]
+    if isinstance(parsed, Polygon | MultiPolygon) and not others:
+        result.append(Annotation(name=name, label=label, geometry=parsed))  # as read, holes and all
+    elif isinstance(parsed, MultiPolygon) and areas:
+        result.append(Annotation(name=name, label=label, geometry=MultiPolygon(areas)))
+    else:
+        result.extend(Annotation(name=name, label=label, geometry=part) for part in areas)
+
+
 def read_geojson_file(path: str | Path) -> AnnotationFile:
     """Read a GeoJSON file as QuPath exports it: its area features, and those that enclose none.
 
@@ -269,14 +294,7 @@ def read_geojson_file(path: str | Path) -> AnnotationFile:
             parsed = shape(geometry)
         except (ValueError, TypeError, AttributeError, KeyError, shapely.errors.GEOSException) as exc:
             raise InputError(f"{path}: feature {number} has a bad geometry ({exc})") from exc
-        areas, others = _split_area(parsed)
-        skipped += [Skipped(name, label, kind) for kind in others]
-        if isinstance(parsed, Polygon | MultiPolygon) and not others:
-            result.append(Annotation(name=name, label=label, geometry=parsed))  # as read, holes and all
-        elif isinstance(parsed, MultiPolygon) and areas:
-            result.append(Annotation(name=name, label=label, geometry=MultiPolygon(areas)))
-        else:
-            result.extend(Annotation(name=name, label=label, geometry=part) for part in areas)
+        _add_parsed(name, label, parsed, result, skipped)
     return AnnotationFile(path, "geojson", tuple(result), tuple(skipped))
 
 
@@ -285,8 +303,47 @@ def read_geojson(path: str | Path) -> list[Annotation]:
     return list(read_geojson_file(path).annotations)
 
 
+def read_csv_file(path: str | Path) -> AnnotationFile:
+    """Read a CSV table of annotations as :func:`annotations_csv` writes it.
+
+    One row per annotation: the outline in column ``geometry`` (WKT, Polygon
+    or MultiPolygon, level-0 pixels), the label in ``classification`` and the
+    name in ``name`` (both optional); other columns are ignored.  Rows whose
+    geometry is empty or encloses no area are listed in ``skipped``.
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            columns, rows = reader.fieldnames or [], list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: cannot read CSV ({exc})") from exc
+    if "geometry" not in columns:
+        raise InputError(f"{path}: no 'geometry' column (WKT outlines); columns: {', '.join(columns) or 'none'}")
+    result: list[Annotation] = []
+    skipped: list[Skipped] = []
+    for number, row in enumerate(rows):
+        name, label = row.get("name") or f"Row {number + 1}", row.get("classification") or ""
+        text = (row.get("geometry") or "").strip()
+        if not text:
+            skipped.append(Skipped(name, label, "row without a geometry"))
+            continue
+        try:
+            parsed = shapely.from_wkt(text)
+        except shapely.errors.GEOSException as exc:
+            raise InputError(f"{path}: row {number + 1} has a bad WKT geometry ({exc})") from exc
+        _add_parsed(name, label, parsed, result, skipped)
+    return AnnotationFile(path, "csv", tuple(result), tuple(skipped))
+
+
+def read_csv(path: str | Path) -> list[Annotation]:
+    """The area annotations of a CSV table (see :func:`read_csv_file`)."""
+    return list(read_csv_file(path).annotations)
+
+
 def read_annotation_file(path: str | Path) -> AnnotationFile:
-    """Read ASAP XML (``.xml``) or GeoJSON (``.geojson``, ``.json``), what encloses an area and what does not."""
+    """Read ASAP XML (``.xml``), GeoJSON (``.geojson``, ``.json``) or CSV with WKT outlines (``.csv``),
+    what encloses an area and what does not."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
@@ -295,11 +352,13 @@ def read_annotation_file(path: str | Path) -> AnnotationFile:
         return read_asap_file(path)
     if suffix in (".geojson", ".json"):
         return read_geojson_file(path)
-    raise InputError(f"{path}: unknown annotation format {suffix!r} (use .xml or .geojson)")
+    if suffix == ".csv":
+        return read_csv_file(path)
+    raise InputError(f"{path}: unknown annotation format {suffix!r} (use .xml, .geojson or .csv)")
 
 
 def read_annotations(path: str | Path) -> list[Annotation]:
-    """The area annotations of ASAP XML (``.xml``) or GeoJSON (``.geojson``, ``.json``)."""
+    """The area annotations of ASAP XML (``.xml``), GeoJSON (``.geojson``, ``.json``) or CSV (``.csv``)."""
     return list(read_annotation_file(path).annotations)
 
 
@@ -499,38 +558,114 @@ def _xy(ring: Any) -> list[tuple[float, float]]:
     return coords[:-1] if len(coords) > 1 and coords[0] == coords[-1] else coords
 
 
-def write_asap_xml(polygons: Iterable[BaseGeometry] | BaseGeometry, path: str | Path, *, group: str = "Tumor") -> None:
-    """Write polygons as ASAP XML, level-0 pixel coordinates.
+#: The colours ASAP draws annotations and their groups in when none is given.
+_ASAP_ANNOTATION_COLOR = "#F4FA58"
+_ASAP_GROUP_COLOR = "#64FE2E"
 
-    Each exterior becomes an annotation of ``group``; ASAP has no holes, so
-    each hole becomes an annotation of the first exclusion group (``_2``),
-    which :func:`load_tumor_geometry` cuts out again.  Coordinates are written
-    with ``repr`` so that reading them back gives the same floats.
+
+def asap_xml(annotations: Iterable[Annotation], *, colors: Mapping[str, str] | None = None) -> bytes:
+    """ASAP XML of labelled annotations, level-0 pixel coordinates: a group per label.
+
+    Each polygon of an annotation becomes an ASAP annotation of the group
+    named by its label (a MultiPolygon's parts are named ``"<name> part <i>"``);
+    ASAP has no holes, so each hole becomes an annotation ``"<...> hole <k>"``
+    of the first exclusion group (``_2``), which :func:`load_tumor_geometry`
+    cuts out again.  Coordinates are written with ``repr``, so reading them
+    back gives the same floats.  ``colors`` maps a label to ``"#RRGGBB"``.
+
+    >>> text = asap_xml([Annotation("Region 1", "Not tumor", shapely.box(0, 0, 4, 4))], colors={"Not tumor": "#00A000"})
+    >>> b'PartOfGroup="Not tumor" Color="#00A000"' in text
+    True
     """
+    colors = colors or {}
     hole_group = ASAP_EXCLUDE_GROUPS[0]
     root = ET.Element("ASAP_Annotations")
-    annotations = ET.SubElement(root, "Annotations")
-    needs_hole_group = False
+    elements = ET.SubElement(root, "Annotations")
+    groups: dict[str, str] = {}
 
-    def add(name: str, part_of: str, coords: list[tuple[float, float]]) -> None:
-        element = ET.SubElement(
-            annotations, "Annotation", Name=name, Type="Polygon", PartOfGroup=part_of, Color="#F4FA58"
-        )
+    def add(name: str, group: str, coords: list[tuple[float, float]]) -> None:
+        color = colors.get(group, _ASAP_ANNOTATION_COLOR)
+        groups.setdefault(group, colors.get(group, _ASAP_GROUP_COLOR))
+        element = ET.SubElement(elements, "Annotation", Name=name, Type="Polygon", PartOfGroup=group, Color=color)
         coordinates = ET.SubElement(element, "Coordinates")
         for order, (x, y) in enumerate(coords):
             ET.SubElement(coordinates, "Coordinate", Order=str(order), X=repr(x), Y=repr(y))
 
-    for number, polygon in enumerate(_polygons(polygons)):
-        add(f"Annotation {number}", group, _xy(polygon.exterior))
-        for hole_number, hole in enumerate(polygon.interiors):
-            needs_hole_group = True
-            add(f"Annotation {number} hole {hole_number}", hole_group, _xy(hole))
-    groups = ET.SubElement(root, "AnnotationGroups")
-    for name in [group, hole_group] if needs_hole_group else [group]:
-        element = ET.SubElement(groups, "Group", Name=name, PartOfGroup="None", Color="#64FE2E")
+    for annotation in annotations:
+        parts = _polygons(annotation.geometry)
+        for number, polygon in enumerate(parts):
+            name = annotation.name if len(parts) == 1 else f"{annotation.name} part {number}"
+            add(name, annotation.label, _xy(polygon.exterior))
+            # Each hole right after its polygon, as ASAP users read them.
+            for hole_number, hole in enumerate(polygon.interiors):
+                add(f"{name} hole {hole_number}", hole_group, _xy(hole))
+    table = ET.SubElement(root, "AnnotationGroups")
+    for name, color in groups.items():
+        element = ET.SubElement(table, "Group", Name=name, PartOfGroup="None", Color=color)
         ET.SubElement(element, "Attributes")
     ET.indent(root)
-    ET.ElementTree(root).write(Path(path), encoding="utf-8", xml_declaration=True)
+    out = io.BytesIO()
+    ET.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
+    return out.getvalue()
+
+
+def write_asap_xml(polygons: Iterable[BaseGeometry] | BaseGeometry, path: str | Path, *, group: str = "Tumor") -> None:
+    """Write polygons as ASAP XML, level-0 pixel coordinates (:func:`asap_xml`, every polygon in ``group``).
+
+    Each exterior becomes an annotation ``"Annotation <i>"`` of ``group``; each
+    hole an annotation of the exclusion group ``_2``.
+    """
+    items = [Annotation(f"Annotation {number}", group, polygon) for number, polygon in enumerate(_polygons(polygons))]
+    Path(path).write_bytes(asap_xml(items))
+
+
+def _exact_geometry(geometry: Polygon | MultiPolygon) -> dict[str, Any]:
+    """A GeoJSON geometry whose coordinates are plain floats (JSON writes them with ``repr``: exact)."""
+    mapped = dict(mapping(geometry))
+
+    def rings(polygon: Any) -> list[list[list[float]]]:
+        return [[[float(x), float(y)] for x, y, *_ in ring] for ring in polygon]
+
+    if isinstance(geometry, MultiPolygon):
+        mapped["coordinates"] = [rings(polygon) for polygon in mapped["coordinates"]]
+    else:
+        mapped["coordinates"] = rings(mapped["coordinates"])
+    return mapped
+
+
+def geojson(
+    annotations: Sequence[Annotation],
+    *,
+    colors: Mapping[str, Sequence[int]] | None = None,
+    properties: Sequence[Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A GeoJSON FeatureCollection of labelled annotations as QuPath imports it (level-0 pixels).
+
+    One Feature per annotation (a Polygon with its holes, or a MultiPolygon)
+    with ``properties`` ``objectType`` "annotation", ``name`` and
+    ``classification`` ``{"name": label, "color": [r, g, b]}`` (the colour from
+    ``colors``, when it names the label), plus ``properties[i]`` of the
+    annotation when given (QuPath keeps a ``measurements`` object of numbers).
+
+    >>> document = geojson([Annotation("Region 1", "Tumor", shapely.box(0, 0, 4, 4))], colors={"Tumor": (200, 0, 0)})
+    >>> document["features"][0]["properties"]["classification"]
+    {'name': 'Tumor', 'color': [200, 0, 0]}
+    """
+    if properties is not None and len(properties) != len(annotations):
+        raise ValueError(f"{len(properties)} property sets for {len(annotations)} annotations")
+    colors = colors or {}
+    features = []
+    for i, annotation in enumerate(annotations):
+        classification: dict[str, Any] = {"name": annotation.label}
+        if annotation.label in colors:
+            classification["color"] = [int(c) for c in colors[annotation.label]]
+        features.append({
+            "type": "Feature",
+            "geometry": _exact_geometry(annotation.geometry),
+            "properties": {"objectType": "annotation", "name": annotation.name, "classification": classification,
+                           **(properties[i] if properties is not None else {})},
+        })
+    return {"type": "FeatureCollection", "features": features}
 
 
 def write_geojson(
@@ -551,11 +686,9 @@ def write_geojson(
     """
     features = []
     for i, polygon in enumerate(_polygons(polygons)):
-        geometry = mapping(polygon)
-        geometry["coordinates"] = [[[float(x), float(y)] for x, y, *_ in ring] for ring in geometry["coordinates"]]
         feature: dict[str, Any] = {
             "type": "Feature",
-            "geometry": geometry,
+            "geometry": _exact_geometry(polygon),
             "properties": {"objectType": "annotation", "classification": {"name": classification}},
         }
         if id_namespace is not None:
@@ -565,6 +698,44 @@ def write_geojson(
             feature["properties"]["isLocked"] = False
         features.append(feature)
     Path(path).write_text(json.dumps({"type": "FeatureCollection", "features": features}), encoding="utf-8")
+
+
+def _wkt(geometry: Polygon | MultiPolygon) -> str:
+    """WKT with every coordinate written by ``repr`` (shapely's writer rounds the last digit away)."""
+
+    def rings(polygon: Polygon) -> str:
+        return ", ".join("(" + ", ".join(f"{x!r} {y!r}" for x, y in ((float(x), float(y)) for x, y, *_ in ring.coords))
+                         + ")" for ring in (polygon.exterior, *polygon.interiors))
+
+    if isinstance(geometry, MultiPolygon):
+        return "MULTIPOLYGON (" + ", ".join(f"({rings(p)})" for p in geometry.geoms) + ")"
+    return f"POLYGON ({rings(geometry)})"
+
+
+def annotations_csv(annotations: Sequence[Annotation], *, columns: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """A CSV table of labelled annotations, one row each, that :func:`read_csv` reads back exactly.
+
+    Columns: ``name``, ``classification``, the keys of ``columns[i]`` (in order
+    of first appearance; a row without one leaves it empty), and last
+    ``geometry``, the outline as WKT in level-0 pixels (coordinates written
+    with ``repr``).
+
+    >>> print(annotations_csv([Annotation("Region 1", "Unsure", shapely.box(0, 0, 1, 1))], columns=[{"score": 0.5}]))
+    name,classification,score,geometry
+    Region 1,Unsure,0.5,"POLYGON ((1.0 0.0, 1.0 1.0, 0.0 1.0, 0.0 0.0, 1.0 0.0))"
+    <BLANKLINE>
+    """
+    if columns is not None and len(columns) != len(annotations):
+        raise ValueError(f"{len(columns)} column sets for {len(annotations)} annotations")
+    extra = list(dict.fromkeys(key for row in columns or () for key in row))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["name", "classification", *extra, "geometry"])
+    for i, annotation in enumerate(annotations):
+        values = columns[i] if columns is not None else {}
+        writer.writerow([annotation.name, annotation.label, *(values.get(key, "") for key in extra),
+                         _wkt(annotation.geometry)])
+    return out.getvalue()
 
 
 # --------------------------------------------------------------------------- rasterisation

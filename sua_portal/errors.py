@@ -23,6 +23,10 @@ class Conflict(DomainError):
     """The request clashes with what is stored (the same file twice, the wrong upload offset)."""
 
 
+class Forbidden(DomainError):
+    """The caller may see the object but not do this with it (a reviewer of another cohort)."""
+
+
 class TooLarge(DomainError):
     """More bytes than this server accepts."""
 

@@ -12,11 +12,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from sua_portal.errors import Conflict, DomainError, Gone, TooLarge, Unreadable
+from sua_portal.errors import Conflict, DomainError, Forbidden, Gone, TooLarge, Unreadable
 
 # The first class an error is an instance of decides its status; anything else is a 400.
 _STATUS: tuple[tuple[type[DomainError], int], ...] = (
     (Conflict, status.HTTP_409_CONFLICT),
+    (Forbidden, status.HTTP_403_FORBIDDEN),
     (Unreadable, status.HTTP_409_CONFLICT),
     (TooLarge, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE),
     (Gone, status.HTTP_410_GONE),

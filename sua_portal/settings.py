@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "sua_portal.slides",
     "sua_portal.ensembles",
     "sua_portal.runs",
+    "sua_portal.review",
 ]
 
 MIDDLEWARE = [
@@ -225,6 +226,19 @@ RUN_REVIEW_RANGE = envint("RUN_REVIEW_RANGE", 0)
 RUN_POLL_SECONDS = envfloat("RUN_POLL_SECONDS", 3.0)
 RUN_SCORE_BINS = envint("RUN_SCORE_BINS", 50)  # NPR-score histograms of the run page
 RUN_MASK_RGBA = (0, 200, 255, 255)  # a refined mask in the viewer: cyan, apart from the magma heatmaps
+
+# Review: the colour of each verdict (and of a region without one, or with reviewers disagreeing) in
+# the exports (QuPath's classification colour, ASAP's group colour); the reviewed segmentation in the
+# viewer; each queued region's small image (longest side, and the context around the region as a
+# fraction of its size); the longest comment.
+REVIEW_VERDICT_COLORS: dict[str, tuple[int, int, int]] = {
+    "tumor": (200, 0, 0), "not_tumor": (0, 160, 0), "unsure": (255, 170, 0),
+    "disputed": (160, 0, 200), "unreviewed": (128, 128, 128),
+}
+REVIEW_MASK_RGBA = (255, 64, 160, 255)  # magenta, apart from the refined masks' cyan
+REVIEW_IMAGE_SIZE = envint("REVIEW_IMAGE_SIZE", 128)
+REVIEW_IMAGE_MARGIN = envfloat("REVIEW_IMAGE_MARGIN", 0.25)
+REVIEW_COMMENT_MAX = 2000
 
 # Whole-slide inference: heatmap pixel = HEATMAP_DOWNSAMPLE level-0 pixels; tiles overlap by
 # INFERENCE_OVERLAP pixels (cropped away when stitching) and go through the members in batches.

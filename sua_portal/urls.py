@@ -11,6 +11,7 @@ from sua_portal.accounts.views import ApiTokenViewSet, ProjectViewSet, me
 from sua_portal.core import pages
 from sua_portal.core.views import RedocView, SwaggerView, healthz, not_found
 from sua_portal.ensembles import urls as ensemble_urls
+from sua_portal.review import urls as review_urls
 from sua_portal.runs import urls as run_urls
 from sua_portal.slides import urls as slide_urls
 
@@ -36,6 +37,7 @@ urlpatterns = [
     path("api/", include(slide_urls.api_urlpatterns)),
     path("api/", include(ensemble_urls.api_urlpatterns)),
     path("api/", include(run_urls.api_urlpatterns)),
+    path("api/", include(review_urls.api_urlpatterns)),
     path("", include(slide_urls.page_urlpatterns)),
     path("", include(run_urls.page_urlpatterns)),
 ]

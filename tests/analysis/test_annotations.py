@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,10 +17,16 @@ from hypothesis import strategies as st
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from analysis.annotations import (
+    Annotation,
+    annotations_csv,
+    asap_xml,
+    geojson,
     load_tumor_geometry,
     mask_to_polygons,
     rasterize,
+    read_annotations,
     read_asap_xml,
+    read_csv,
     read_geojson,
     valid_multipolygon,
     write_asap_xml,
@@ -185,6 +194,75 @@ def test_bad_geojson_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "y.geojson").write_text(json.dumps([_feature({"type": "Polygon", "coordinates": [[[0, 0]]]}, "T")]))
     with pytest.raises(InputError, match=r"y\.geojson: feature 0 has a bad geometry"):
         read_geojson(tmp_path / "y.geojson")
+
+
+# --------------------------------------------------------------------------- labelled annotations
+
+TWO_PARTS = MultiPolygon([box(200, 200, 210.5, 210), box(220, 200, 230, 210.25)])
+LABELLED = [
+    Annotation("Region 1", "Tumor", AWKWARD),
+    Annotation("Region 2", "Not tumor", WITH_HOLE),
+    Annotation("Region 3", "Unsure", TWO_PARTS),
+]
+
+
+def _same(a: Polygon | MultiPolygon, b: Polygon | MultiPolygon) -> bool:
+    """The same polygons with the same coordinates, bit for bit."""
+    parts_a = list(a.geoms) if isinstance(a, MultiPolygon) else [a]
+    parts_b = list(b.geoms) if isinstance(b, MultiPolygon) else [b]
+    return len(parts_a) == len(parts_b) and all(_coords(x) == _coords(y) for x, y in zip(parts_a, parts_b, strict=True))
+
+
+def test_labelled_geojson_is_what_qupath_imports_and_reads_back_exactly(tmp_path: Path) -> None:
+    document = geojson(LABELLED, colors={"Tumor": (200, 0, 0), "Unsure": (255, 170, 0)},
+                       properties=[{"measurements": {"score": 0.5}}, {"comment": "rim"}, {}])
+    assert document["type"] == "FeatureCollection"
+    first, second, third = (f["properties"] for f in document["features"])
+    assert first == {"objectType": "annotation", "name": "Region 1", "measurements": {"score": 0.5},
+                     "classification": {"name": "Tumor", "color": [200, 0, 0]}}
+    assert second["classification"] == {"name": "Not tumor"} and second["comment"] == "rim"
+    assert third["classification"] == {"name": "Unsure", "color": [255, 170, 0]}
+    assert document["features"][2]["geometry"]["type"] == "MultiPolygon"
+    (tmp_path / "labelled.geojson").write_text(json.dumps(document))
+    back = read_annotations(tmp_path / "labelled.geojson")
+    assert [(a.name, a.label) for a in back] == [(a.name, a.label) for a in LABELLED]
+    assert all(_same(a.geometry, b.geometry) for a, b in zip(back, LABELLED, strict=True))
+    with pytest.raises(ValueError, match="2 property sets for 3 annotations"):
+        geojson(LABELLED, properties=[{}, {}])
+
+
+def test_labelled_asap_xml_has_a_coloured_group_per_label_and_reads_back_exactly(tmp_path: Path) -> None:
+    (tmp_path / "labelled.xml").write_bytes(asap_xml(LABELLED, colors={"Tumor": "#C80000", "Unsure": "#FFAA00"}))
+    root = ET.parse(tmp_path / "labelled.xml").getroot()
+    assert {g.get("Name"): g.get("Color") for g in root.iter("Group")} == {
+        "Tumor": "#C80000", "Not tumor": "#64FE2E", "_2": "#64FE2E", "Unsure": "#FFAA00"}
+    back = read_asap_xml(tmp_path / "labelled.xml")
+    assert [(a.name, a.label) for a in back] == [
+        ("Region 1", "Tumor"), ("Region 2", "Not tumor"), ("Region 2 hole 0", "_2"),
+        ("Region 3 part 0", "Unsure"), ("Region 3 part 1", "Unsure")]
+    assert _coords(back[0].geometry) == _coords(AWKWARD)
+    assert list(back[2].geometry.exterior.coords) == list(WITH_HOLE.interiors[0].coords)
+    assert [_coords(a.geometry) for a in back[3:]] == [_coords(p) for p in TWO_PARTS.geoms]
+    # Camelyon's reading: the tumor group, holes (group _2) cut out.
+    assert load_tumor_geometry(tmp_path / "labelled.xml", tumor_classes=("Not tumor",)).equals(WITH_HOLE)
+
+
+def test_annotations_csv_has_wkt_outlines_that_read_back_exactly(tmp_path: Path) -> None:
+    text = annotations_csv(LABELLED, columns=[{"score": 0.5}, {"comment": 'a "quoted", two-line\nnote'}, {}])
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert list(rows[0]) == ["name", "classification", "score", "comment", "geometry"]
+    assert [(r["score"], r["comment"]) for r in rows] == [("0.5", ""), ("", 'a "quoted", two-line\nnote'), ("", "")]
+    (tmp_path / "labelled.csv").write_text(text)
+    back = read_csv(tmp_path / "labelled.csv")
+    assert [(a.name, a.label) for a in back] == [(a.name, a.label) for a in LABELLED]
+    assert all(_same(a.geometry, b.geometry) for a, b in zip(back, LABELLED, strict=True))
+    assert read_annotations(tmp_path / "labelled.csv") == back
+    (tmp_path / "no-geometry.csv").write_text("name,outline\nRegion 1,POLYGON EMPTY\n")
+    with pytest.raises(InputError, match=r"no-geometry\.csv: no 'geometry' column"):
+        read_csv(tmp_path / "no-geometry.csv")
+    (tmp_path / "bad.csv").write_text("name,geometry\nRegion 1,POLYGON ((0 0, 1\n")
+    with pytest.raises(InputError, match=r"bad\.csv: row 1 has a bad WKT geometry"):
+        read_csv(tmp_path / "bad.csv")
 
 
 # --------------------------------------------------------------------------- rasterisation

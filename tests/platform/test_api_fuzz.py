@@ -6,7 +6,8 @@ not document fails the test. Operations come from the schema, so a new endpoint 
 without anyone writing a test for it.
 
 Path parameters mostly name real objects made here (a project, cohort, checked slide,
-annotation, upload, ensemble, heatmap, member, run), so the handlers run and not only their 404s.
+annotation, upload, ensemble, heatmap, member, run, verdict, cohort reviewer), so the handlers run and
+not only their 404s.
 Each request runs in a savepoint that is rolled back, so a DELETE (or a PATCH) of one of
 them leaves the next request the same data.
 """
@@ -61,7 +62,8 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
     from sua_portal.accounts import tokens
     from sua_portal.accounts.models import Membership, Project
     from sua_portal.ensembles.models import Ensemble, SlideHeatmap
-    from sua_portal.runs.models import Run, RunRange, RunSlide
+    from sua_portal.review.models import CohortReviewer, Verdict
+    from sua_portal.runs.models import Region, Run, RunRange, RunSlide
     from sua_portal.runs.services import RunSettings
     from sua_portal.slides import services
     from sua_portal.slides.models import Annotation, Cohort
@@ -89,10 +91,18 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
         # A finished run with one range and the slide (no files: its downloads answer 404).
         run = Run.objects.create(project=project, name="Fuzz run", ensemble=ensemble, ensemble_name=ensemble.name,
                                  settings=RunSettings.defaults().to_dict(), status=Run.Status.DONE, aggregate="mean")
-        RunRange.objects.create(run=run, index=0, lower=0.55, upper=0.95, sua_threshold=0.5)
-        RunSlide.objects.create(run=run, slide=slide, heatmap=heatmap, name=slide.name, cohort_name=cohort.name,
-                                role="validation", domain="validation", has_tumor=True, downsample=16.0,
-                                figures=[{"nprs": 0, "flagged": 0}])
+        run_range = RunRange.objects.create(run=run, index=0, lower=0.55, upper=0.95, sua_threshold=0.5)
+        run_slide = RunSlide.objects.create(run=run, slide=slide, heatmap=heatmap, name=slide.name,
+                                            cohort_name=cohort.name, role="validation", domain="validation",
+                                            has_tumor=True, downsample=16.0, figures=[{"nprs": 1, "flagged": 1}])
+        # A flagged region of the (review) run with a pathologist's verdict; the cohort names its two reviewers.
+        region = Region.objects.create(
+            run=run, run_slide=run_slide, run_range=run_range, label=1, area_px=4, score=0.8, flagged=True,
+            geometry={"type": "Polygon", "coordinates": [[[0, 0], [32, 0], [32, 32], [0, 32], [0, 0]]]},
+            x=0, y=0, width=32, height=32)
+        verdict = Verdict.objects.create(run=run, region=region, reviewer=users["pathologist"], verdict="tumor")
+        assignment = CohortReviewer.objects.create(cohort=cohort, reviewer=users["pathologist"], slot=1)
+        CohortReviewer.objects.create(cohort=cohort, reviewer=users["guest"], slot=2)
         # Personal API tokens, as a researcher's script sends them.
         keys = {role: tokens.issue(users[role], name="fuzz") for role in CALLERS[1:]}
         headers = {role: {"Authorization": f"Token {key}"} for role, (_, key) in keys.items()}
@@ -108,6 +118,7 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
                 "ensembles": {"id": ensemble.pk},
                 "heatmaps": {"id": heatmap.pk},
                 "runs": {"id": run.pk, "name": "slides.csv"},
+                "review": {"run": run.pk, "verdict": verdict.pk, "assignment": assignment.pk},
                 "tokens": {"id": keys["admin"][0].pk},
             },
         }
