@@ -26,6 +26,12 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+#: Without a GPU, Chromium runs WebGL on SwiftShader, in software: OpenSeadragon's WebGL drawer (its
+#: default) then draws about 2 frames a second on a busy 2-core machine while it loads tiles, one tile
+#: per frame, and every viewer test waited 10-15 s for its tiles. With WebGL off OpenSeadragon falls back
+#: to its canvas drawer (60 frames a second, the same tiles). Tests marked ``webgl`` keep the WebGL
+#: drawer: a second browser with WebGL on.
+NO_WEBGL = ["--disable-webgl"]
 
 
 # --- people --------------------------------------------------------------------------------
@@ -201,19 +207,35 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def playwright_driver() -> Iterator[Any]:
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver: Any) -> Iterator[Any]:
+    """Headless Chromium, started once per session (each test gets a context of its own), WebGL off."""
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + NO_WEBGL)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(scope="session")
+def webgl_browser(playwright_driver: Any) -> Iterator[Any]:
+    """Headless Chromium with WebGL (on SwiftShader), for the tests marked ``webgl``."""
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield instance
+    instance.close()
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A page in a fresh browser context; in the WebGL browser for a test marked ``webgl``."""
+    browser = request.getfixturevalue("webgl_browser" if request.node.get_closest_marker("webgl") else "browser")
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = context.new_page()
     yield pg
