@@ -3,12 +3,15 @@ worker process and headless Chromium."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +35,15 @@ CHROMIUM_ARGS = [
 #: to its canvas drawer (60 frames a second, the same tiles). Tests marked ``webgl`` keep the WebGL
 #: drawer: a second browser with WebGL on.
 NO_WEBGL = ["--disable-webgl"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Schemathesis gives all the operations of test_api_fuzz one node id, and pytest-xdist's scheduling by
+    # scope (module, file, group) keys its queue by node id: 50 of the fuzz tests would silently not run.
+    dist = getattr(config.option, "dist", "no")
+    if getattr(config.option, "numprocesses", None) and dist in ("loadscope", "loadfile", "loadgroup"):
+        raise pytest.UsageError(f"--dist {dist} drops tests here (test_api_fuzz's node ids repeat): "
+                                "use --dist load or worksteal")
 
 
 # --- people --------------------------------------------------------------------------------
@@ -107,14 +119,36 @@ def testdata() -> Path:
     return TESTDATA
 
 
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (other processes wait for it)."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def synthetic_cohort_entries(tmp_path_factory: Any) -> tuple[Path, list[Any]]:
     """Eight small synthetic slides (train, validation, test in-domain, test shifted), made once per run:
-    their folder and the ``CohortEntry`` list ``generate_cohort`` returned (read-only for tests)."""
+    their folder and the ``CohortEntry`` list ``generate_cohort`` returned (read-only for tests).
+
+    Under pytest-xdist the first process that needs them makes them in the run's temporary folder,
+    which all its processes share, and the others wait for it and read the same files.
+    """
     from analysis.synthetic import generate_cohort
 
-    root = tmp_path_factory.mktemp("synthetic")
-    return root, generate_cohort(root, preset="test", seed=0, workers=1)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp("synthetic")
+        return root, generate_cohort(root, preset="test", seed=0, workers=1)
+    shared = tmp_path_factory.getbasetemp().parent
+    root, made = shared / "synthetic", shared / "synthetic.entries.pickle"
+    with _exclusive(shared / "synthetic.lock"):
+        if not made.exists():
+            made.write_bytes(pickle.dumps(generate_cohort(root, preset="test", seed=0, workers=1)))
+    return root, pickle.loads(made.read_bytes())
 
 
 @pytest.fixture(scope="session")
