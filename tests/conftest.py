@@ -49,33 +49,50 @@ def pytest_configure(config: pytest.Config) -> None:
 # --- people --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def make_user(db: Any) -> Callable[..., Any]:
+def create_user(username: str, role: str | None = None, password: str = "pw-for-tests") -> Any:
+    """A user, in the group of ``role`` when given."""
     from django.contrib.auth.models import Group, User
 
-    def make(username: str, role: str | None = None, password: str = "pw-for-tests") -> User:
-        user = User.objects.create_user(username=username, password=password)
-        if role:
-            # get_or_create: transactional tests flush the groups the data migration made.
-            user.groups.add(Group.objects.get_or_create(name=role)[0])
-        return user
-
-    return make
+    user = User.objects.create_user(username=username, password=password)
+    if role:
+        # get_or_create: transactional tests flush the groups the data migration made.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
 
 
 @pytest.fixture
-def people(make_user: Callable[..., Any]) -> dict[str, Any]:
+def make_user(db: Any) -> Callable[..., Any]:
+    return create_user
+
+
+def create_people() -> dict[str, Any]:
     """One user per role in project 'Own', plus an outsider admin in project 'Foreign'."""
     from sua_portal.accounts.models import Membership, Project
 
     own = Project.objects.create(name="Own")
     foreign = Project.objects.create(name="Foreign")
-    users = {role: make_user(role, role) for role in ("admin", "pathologist", "researcher")}
+    users = {role: create_user(role, role) for role in ("admin", "pathologist", "researcher")}
     for user in users.values():
         Membership.objects.create(project=own, user=user)
-    outsider = make_user("outsider", "admin")
+    outsider = create_user("outsider", "admin")
     Membership.objects.create(project=foreign, user=outsider)
     return {"own": own, "foreign": foreign, "outsider": outsider, **users}
+
+
+def remove_people(people: dict[str, Any]) -> None:
+    """Delete what :func:`create_people` made, and with their projects everything in them."""
+    from django.contrib.auth.models import User
+
+    for project in ("own", "foreign"):
+        people[project].delete()
+    User.objects.filter(pk__in=[people[role].pk for role in ("admin", "pathologist", "researcher", "outsider")]
+                        ).delete()
+
+
+@pytest.fixture
+def people(db: Any) -> dict[str, Any]:
+    """One user per role in project 'Own', plus an outsider admin in project 'Foreign'."""
+    return create_people()
 
 
 @pytest.fixture

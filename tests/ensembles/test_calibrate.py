@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +11,41 @@ from django.conf import settings
 
 from sua_portal.ensembles.models import NegativePredictionRegion, SlideHeatmap
 from sua_portal.slides.models import Cohort
+from tests.conftest import create_people, remove_people
+from tests.ensembles.conftest import compute_flagged_heatmap, import_demo_cohorts, import_ensemble
 
+# Not transactional: each test runs in a transaction that is rolled back, so every test starts from
+# the state made once for the module below (a transactional test's flush would remove it).
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(scope="module")
+def calibration_world(django_db_setup: Any, django_db_blocker: Any, synthetic_cohort: Path, members: list[bytes]
+                      ) -> Iterator[tuple[dict[str, Any], dict[str, Any], SlideHeatmap]]:
+    """People, the demo cohorts and one computed heatmap with flagged NPRs (the ``people``,
+    ``demo_cohorts`` and ``computed`` of ensembles/conftest.py), made and committed once for the module
+    (the slide checks and the inference take seconds) and removed at its end."""
+    with django_db_blocker.unblock():
+        people = create_people()
+        cohorts = import_demo_cohorts(people["own"], synthetic_cohort)
+        heatmap = compute_flagged_heatmap(import_ensemble(people, members), cohorts)
+        yield people, cohorts, heatmap
+        remove_people(people)
+
+
+@pytest.fixture
+def people(calibration_world: tuple[dict[str, Any], dict[str, Any], SlideHeatmap]) -> dict[str, Any]:
+    return calibration_world[0]
+
+
+@pytest.fixture
+def demo_cohorts(calibration_world: tuple[dict[str, Any], dict[str, Any], SlideHeatmap]) -> dict[str, Any]:
+    return calibration_world[1]
+
+
+@pytest.fixture
+def computed(calibration_world: tuple[dict[str, Any], dict[str, Any], SlideHeatmap]) -> SlideHeatmap:
+    return calibration_world[2]
 
 
 def calibrate(client: Any, heatmap: SlideHeatmap, cohorts: list[int], **body: Any) -> Any:
