@@ -108,6 +108,25 @@ def api_for() -> Callable[[Any], Any]:
     return client_for
 
 
+# --- the test database ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test database, and at its end no connection left to it.
+
+    A connection can outlive the tests (test_api_fuzz's requests after a browser test open one in
+    another context); PostgreSQL then waits 5 s for it and refuses to drop the test database, which
+    the next run has to drop instead. Such connections are ended here, just before the drop.
+    """
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 # --- storage -------------------------------------------------------------------------------
 
 
