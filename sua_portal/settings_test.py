@@ -18,8 +18,10 @@ os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 from sua_portal.settings import *
+from sua_portal.settings import BASE_DIR
+from sua_portal.settings import CELERY_BROKER_TRANSPORT_OPTIONS as _BROKER_OPTIONS
 
 if not os.environ.get("MEDIA_ROOT"):
     MEDIA_ROOT = BASE_DIR / "var" / "test-media" / XDIST_WORKER if XDIST_WORKER else BASE_DIR / "var" / "test-media"
 if XDIST_WORKER:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {**CELERY_BROKER_TRANSPORT_OPTIONS, "global_keyprefix": f"{XDIST_WORKER}:"}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {**_BROKER_OPTIONS, "global_keyprefix": f"{XDIST_WORKER}:"}
