@@ -137,7 +137,10 @@ def fresh_test_media() -> None:
     from django.conf import settings
 
     media = Path(settings.MEDIA_ROOT)
-    if media.name == "test-media" and media.is_dir():  # never anything but the test settings' folder
+    # Never anything but the test settings' folder, or under pytest-xdist this process's folder in it.
+    ours = media.name == "test-media" or (
+        media.parent.name == "test-media" and media.name == os.environ.get("PYTEST_XDIST_WORKER"))
+    if ours and media.is_dir():
         shutil.rmtree(media)
     media.mkdir(parents=True, exist_ok=True)
 
