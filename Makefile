@@ -35,8 +35,13 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy analysis sua_portal tests benchmarks
 
+# pytest in PYTEST_WORKERS processes (pytest-xdist; 0: one process). Each has its own test database,
+# MEDIA_ROOT, broker keys, Celery worker and browser; worksteal keeps a module's tests together while
+# it can, so module fixtures are mostly made once (scope-based --dist modes would drop tests: see tests/conftest.py).
+PYTEST_WORKERS ?= 2
+
 test: setup chromium lint typecheck
-	$(BIN)/python scripts/devenv.py run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python scripts/devenv.py run -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python scripts/devenv.py demo

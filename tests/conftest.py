@@ -3,12 +3,15 @@ worker process and headless Chromium."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,38 +29,70 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+#: Without a GPU, Chromium runs WebGL on SwiftShader, in software: OpenSeadragon's WebGL drawer (its
+#: default) then draws about 2 frames a second on a busy 2-core machine while it loads tiles, one tile
+#: per frame, and every viewer test waited 10-15 s for its tiles. With WebGL off OpenSeadragon falls back
+#: to its canvas drawer (60 frames a second, the same tiles). Tests marked ``webgl`` keep the WebGL
+#: drawer: a second browser with WebGL on.
+NO_WEBGL = ["--disable-webgl"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Schemathesis gives all the operations of test_api_fuzz one node id, and pytest-xdist's scheduling by
+    # scope (module, file, group) keys its queue by node id: 50 of the fuzz tests would silently not run.
+    dist = getattr(config.option, "dist", "no")
+    if getattr(config.option, "numprocesses", None) and dist in ("loadscope", "loadfile", "loadgroup"):
+        raise pytest.UsageError(f"--dist {dist} drops tests here (test_api_fuzz's node ids repeat): "
+                                "use --dist load or worksteal")
 
 
 # --- people --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def make_user(db: Any) -> Callable[..., Any]:
+def create_user(username: str, role: str | None = None, password: str = "pw-for-tests") -> Any:
+    """A user, in the group of ``role`` when given."""
     from django.contrib.auth.models import Group, User
 
-    def make(username: str, role: str | None = None, password: str = "pw-for-tests") -> User:
-        user = User.objects.create_user(username=username, password=password)
-        if role:
-            # get_or_create: transactional tests flush the groups the data migration made.
-            user.groups.add(Group.objects.get_or_create(name=role)[0])
-        return user
-
-    return make
+    user = User.objects.create_user(username=username, password=password)
+    if role:
+        # get_or_create: transactional tests flush the groups the data migration made.
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
 
 
 @pytest.fixture
-def people(make_user: Callable[..., Any]) -> dict[str, Any]:
+def make_user(db: Any) -> Callable[..., Any]:
+    return create_user
+
+
+def create_people() -> dict[str, Any]:
     """One user per role in project 'Own', plus an outsider admin in project 'Foreign'."""
     from sua_portal.accounts.models import Membership, Project
 
     own = Project.objects.create(name="Own")
     foreign = Project.objects.create(name="Foreign")
-    users = {role: make_user(role, role) for role in ("admin", "pathologist", "researcher")}
+    users = {role: create_user(role, role) for role in ("admin", "pathologist", "researcher")}
     for user in users.values():
         Membership.objects.create(project=own, user=user)
-    outsider = make_user("outsider", "admin")
+    outsider = create_user("outsider", "admin")
     Membership.objects.create(project=foreign, user=outsider)
     return {"own": own, "foreign": foreign, "outsider": outsider, **users}
+
+
+def remove_people(people: dict[str, Any]) -> None:
+    """Delete what :func:`create_people` made, and with their projects everything in them."""
+    from django.contrib.auth.models import User
+
+    for project in ("own", "foreign"):
+        people[project].delete()
+    User.objects.filter(pk__in=[people[role].pk for role in ("admin", "pathologist", "researcher", "outsider")]
+                        ).delete()
+
+
+@pytest.fixture
+def people(db: Any) -> dict[str, Any]:
+    """One user per role in project 'Own', plus an outsider admin in project 'Foreign'."""
+    return create_people()
 
 
 @pytest.fixture
@@ -73,6 +108,25 @@ def api_for() -> Callable[[Any], Any]:
     return client_for
 
 
+# --- the test database ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """pytest-django's test database, and at its end no connection left to it.
+
+    A connection can outlive the tests (test_api_fuzz's requests after a browser test open one in
+    another context); PostgreSQL then waits 5 s for it and refuses to drop the test database, which
+    the next run has to drop instead. Such connections are ended here, just before the drop.
+    """
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 # --- storage -------------------------------------------------------------------------------
 
 
@@ -83,7 +137,10 @@ def fresh_test_media() -> None:
     from django.conf import settings
 
     media = Path(settings.MEDIA_ROOT)
-    if media.name == "test-media" and media.is_dir():  # never anything but the test settings' folder
+    # Never anything but the test settings' folder, or under pytest-xdist this process's folder in it.
+    ours = media.name == "test-media" or (
+        media.parent.name == "test-media" and media.name == os.environ.get("PYTEST_XDIST_WORKER"))
+    if ours and media.is_dir():
         shutil.rmtree(media)
     media.mkdir(parents=True, exist_ok=True)
 
@@ -101,14 +158,36 @@ def testdata() -> Path:
     return TESTDATA
 
 
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (other processes wait for it)."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def synthetic_cohort_entries(tmp_path_factory: Any) -> tuple[Path, list[Any]]:
     """Eight small synthetic slides (train, validation, test in-domain, test shifted), made once per run:
-    their folder and the ``CohortEntry`` list ``generate_cohort`` returned (read-only for tests)."""
+    their folder and the ``CohortEntry`` list ``generate_cohort`` returned (read-only for tests).
+
+    Under pytest-xdist the first process that needs them makes them in the run's temporary folder,
+    which all its processes share, and the others wait for it and read the same files.
+    """
     from analysis.synthetic import generate_cohort
 
-    root = tmp_path_factory.mktemp("synthetic")
-    return root, generate_cohort(root, preset="test", seed=0, workers=1)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp_path_factory.mktemp("synthetic")
+        return root, generate_cohort(root, preset="test", seed=0, workers=1)
+    shared = tmp_path_factory.getbasetemp().parent
+    root, made = shared / "synthetic", shared / "synthetic.entries.pickle"
+    with _exclusive(shared / "synthetic.lock"):
+        if not made.exists():
+            made.write_bytes(pickle.dumps(generate_cohort(root, preset="test", seed=0, workers=1)))
+    return root, pickle.loads(made.read_bytes())
 
 
 @pytest.fixture(scope="session")
@@ -201,19 +280,35 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+def playwright_driver() -> Iterator[Any]:
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_driver: Any) -> Iterator[Any]:
+    """Headless Chromium, started once per session (each test gets a context of its own), WebGL off."""
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + NO_WEBGL)
+    yield instance
+    instance.close()
+
+
+@pytest.fixture(scope="session")
+def webgl_browser(playwright_driver: Any) -> Iterator[Any]:
+    """Headless Chromium with WebGL (on SwiftShader), for the tests marked ``webgl``."""
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield instance
+    instance.close()
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
+def page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A page in a fresh browser context; in the WebGL browser for a test marked ``webgl``."""
+    browser = request.getfixturevalue("webgl_browser" if request.node.get_closest_marker("webgl") else "browser")
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     pg = context.new_page()
     yield pg

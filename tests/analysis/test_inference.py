@@ -555,7 +555,11 @@ def test_a_tiff_cut_anywhere_is_refused_as_truncated_and_the_whole_file_passes(
 
 
 def test_files_that_are_not_tiff_are_left_to_the_decode_checks(tmp_path: Path) -> None:
-    from analysis.slide_io import check_tiff_complete
+    from analysis.slide_io import SlideError, check_tiff_complete
 
-    (tmp_path / "notes.svs").write_bytes(b"These are my notes, not a slide.\n")
-    check_tiff_complete(tmp_path / "notes.svs")
+    notes = tmp_path / "notes.svs"
+    notes.write_bytes(b"These are my notes, not a slide.\n")
+    check_tiff_complete(notes)  # not a TIFF: nothing to say about its structure
+    # ... and opening it is what refuses it, naming the problem.
+    with pytest.raises(SlideError, match="cannot open the slide"):
+        open_slide(notes)

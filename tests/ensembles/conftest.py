@@ -33,42 +33,40 @@ def members() -> list[bytes]:
     return [member_bytes(seed) for seed in (1, 2)]
 
 
-@pytest.fixture
-def upload() -> Callable[[str, bytes], Any]:
+def import_ensemble(people: dict[str, Any], members: list[bytes], name: str = "Two tiny members", *,
+                    tile_size: int = 128, level_downsample: float = 2.0) -> Any:
+    """``members`` imported as an ensemble of project 'Own' by its admin."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    def make(name: str, data: bytes) -> Any:
-        return SimpleUploadedFile(name, data, content_type="application/octet-stream")
-
-    return make
-
-
-@pytest.fixture
-def make_ensemble(people: dict[str, Any], members: list[bytes], upload: Callable[[str, bytes], Any]
-                  ) -> Callable[..., Any]:
-    """An imported two-member ensemble of untrained tiny networks (plumbing, not accuracy)."""
     from sua_portal.ensembles import services
 
+    return services.import_members(
+        project=people["own"], name=name,
+        files=[SimpleUploadedFile(f"member-{i}.pt", data, content_type="application/octet-stream")
+               for i, data in enumerate(members)],
+        tile_size=tile_size, level_downsample=level_downsample, user=people["admin"],
+    )
+
+
+@pytest.fixture
+def make_ensemble(people: dict[str, Any], members: list[bytes]) -> Callable[..., Any]:
+    """An imported two-member ensemble of untrained tiny networks (plumbing, not accuracy)."""
+
     def make(name: str = "Two tiny members", *, tile_size: int = 128, level_downsample: float = 2.0) -> Any:
-        return services.import_members(
-            project=people["own"], name=name,
-            files=[upload(f"member-{i}.pt", data) for i, data in enumerate(members)],
-            tile_size=tile_size, level_downsample=level_downsample, user=people["admin"],
-        )
+        return import_ensemble(people, members, name, tile_size=tile_size, level_downsample=level_downsample)
 
     return make
 
 
-@pytest.fixture
-def demo_cohorts(people: dict[str, Any], synthetic_cohort: Path) -> dict[str, Any]:
-    """The synthetic test cohort's four splits imported into project 'Own' (slides checked here, ready)."""
+def import_demo_cohorts(project: Any, synthetic_cohort: Path) -> dict[str, Any]:
+    """The synthetic test cohort's four splits imported into ``project`` (slides checked here, ready)."""
     from sua_portal.slides.models import Cohort
     from sua_portal.slides.services import import_folder
 
     cohorts = {}
     for folder, split, domain in (("train", "train", "in-domain"), ("validation", "validation", "in-domain"),
                                   ("test_in_domain", "test", "in-domain"), ("test_shifted", "test", "shifted")):
-        cohort = Cohort.objects.create(project=people["own"], name=folder, split=split, domain=domain)
+        cohort = Cohort.objects.create(project=project, name=folder, split=split, domain=domain)
         report = import_folder(synthetic_cohort / folder, cohort, check="sync")
         assert not report.refused, report.refused
         cohorts[folder] = cohort
@@ -76,15 +74,25 @@ def demo_cohorts(people: dict[str, Any], synthetic_cohort: Path) -> dict[str, An
 
 
 @pytest.fixture
-def computed(make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]) -> Any:
-    """One tumor slide's heatmaps, computed here."""
+def demo_cohorts(people: dict[str, Any], synthetic_cohort: Path) -> dict[str, Any]:
+    """The synthetic test cohort's four splits imported into project 'Own' (slides checked here, ready)."""
+    return import_demo_cohorts(people["own"], synthetic_cohort)
+
+
+def compute_heatmap(ensemble: Any, demo_cohorts: dict[str, Any]) -> Any:
+    """The heatmaps of the first tumor slide of the validation cohort, computed here."""
     from sua_portal.ensembles import services
     from sua_portal.ensembles.models import SlideHeatmap
     from sua_portal.slides.models import Slide
 
-    ensemble = make_ensemble()
     slide = Slide.objects.filter(cohort=demo_cohorts["validation"], has_tumor=True).order_by("name")[0]
     heatmap = SlideHeatmap.objects.create(ensemble=ensemble, slide=slide)
     assert services.infer(heatmap.pk) == "done"
     heatmap.refresh_from_db()
     return heatmap
+
+
+@pytest.fixture
+def computed(make_ensemble: Callable[..., Any], demo_cohorts: dict[str, Any]) -> Any:
+    """One tumor slide's heatmaps, computed here."""
+    return compute_heatmap(make_ensemble(), demo_cohorts)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 # The runs tests' fixtures (a run started and carried through in this process) and what they build on.
-from tests.ensembles.conftest import demo_cohorts, make_ensemble, members, upload  # noqa: F401
+from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noqa: F401
 from tests.runs.conftest import carry_through, start  # noqa: F401
 
 

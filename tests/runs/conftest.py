@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 # The ensembles tests' fixtures: a tiny imported ensemble and the synthetic cohort imported into project 'Own'.
-from tests.ensembles.conftest import demo_cohorts, make_ensemble, members, upload  # noqa: F401
+from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noqa: F401
 
 
 def compute_heatmaps_here(run: Any) -> None:
