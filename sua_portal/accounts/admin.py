@@ -11,7 +11,7 @@ class MembershipInline(admin.TabularInline[Membership, Project]):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin[Project]):
-    list_display = ["name", "created"]
+    list_display = ["name", "blind_review", "created"]
     search_fields = ["name"]
     inlines = [MembershipInline]
 

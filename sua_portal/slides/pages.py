@@ -64,6 +64,10 @@ def slide_viewer(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if slide is None:
         raise Http404("No such slide.")
+    show_truth = slide.cohort.project.shows_truth_to(request.user)
+    annotations = slide.annotations.all()
+    if not show_truth:
+        annotations = annotations.exclude(source=Annotation.Source.GROUND_TRUTH)
     siblings = list(slide.cohort.slides.order_by("name").values_list("pk", flat=True))
     index = siblings.index(slide.pk)
     context = {
@@ -73,6 +77,9 @@ def slide_viewer(request: HttpRequest, pk: int) -> HttpResponse:
         "next_id": siblings[index + 1] if index + 1 < len(siblings) else None,
         "position": index + 1,
         "total": len(siblings),
-        "annotations": [_describe(a, slide.mpp) for a in slide.annotations.select_related("author").order_by("created")],
+        "annotations": [_describe(a, slide.mpp) for a in annotations.select_related("author").order_by("created")],
+        # Blind review: pathologists see neither the ground truth's outlines nor whether the slide has tumor.
+        "show_truth": show_truth,
+        "has_truth": show_truth and annotations.filter(source=Annotation.Source.GROUND_TRUTH).exists(),
     }
     return render(request, "slides/viewer.html", context)

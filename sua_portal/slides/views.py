@@ -345,6 +345,9 @@ class SlideViewSet(
         slide = self.get_object()
         if request.method == "GET":
             rows = Annotation.objects.filter(slide=slide).select_related("author")
+            if not slide.cohort.project.shows_truth_to(request.user):
+                # Blind review: a pathologist does not see the ground truth of the slides they review.
+                rows = rows.exclude(source=Annotation.Source.GROUND_TRUTH)
             source = request.query_params.get("source")
             if source:
                 rows = rows.filter(source=source)
