@@ -367,10 +367,22 @@ export class VectorLayer {
     this.viewer = viewer;
     this.screenScale = screenScale;
     this.slideSize = slideSize;
-    this.canvas = document.createElement("canvas");
-    this.canvas.className = "vector-layer";
-    viewer.canvas.appendChild(this.canvas);
-    this.ctx = /** @type {CanvasRenderingContext2D} */ (this.canvas.getContext("2d"));
+    // With OpenSeadragon's 2-D canvas drawer the shapes go onto its canvas, right after it drew the tiles
+    // ("update-viewport" follows its drawing in the same frame): no second full-size canvas to clear, fill
+    // and composite on every frame. With another drawer, on a canvas of our own laid over it.
+    const drawer = /** @type {{ getType?: () => string, context?: CanvasRenderingContext2D, canvas?: HTMLCanvasElement }} */
+      (/** @type {unknown} */ (viewer.drawer));
+    this.shared = Boolean(drawer && drawer.getType && drawer.getType() === "canvas" && drawer.context && drawer.canvas);
+    if (this.shared) {
+      this.canvas = /** @type {HTMLCanvasElement} */ (drawer.canvas);
+      this.ctx = /** @type {CanvasRenderingContext2D} */ (drawer.context);
+    } else {
+      this.canvas = document.createElement("canvas");
+      this.canvas.className = "vector-layer";
+      viewer.canvas.appendChild(this.canvas);
+      this.ctx = /** @type {CanvasRenderingContext2D} */ (this.canvas.getContext("2d"));
+    }
+    viewer.addHandler("update-viewport", () => this.draw());
     /** @type {Map<string, ShapeSet>} */
     this.sets = new Map();
     /** @type {{ set: string, index: number } | null} the shape drawn on top, highlighted */
@@ -417,7 +429,7 @@ export class VectorLayer {
    */
   setHidden(hidden) {
     this.hidden = hidden;
-    this.canvas.style.visibility = hidden ? "hidden" : "";
+    this.schedule();
   }
 
   /** @param {{ set: string, index: number } | null} active */
@@ -457,22 +469,38 @@ export class VectorLayer {
     return -1;
   }
 
-  /** Draw at the next animation frame (data or style changed). */
+  /** Draw again soon (data or style changed): OpenSeadragon draws its next frame, and the shapes after it. */
   schedule() {
+    if (this.shared) { this.viewer.forceRedraw(); return; }
     if (this.pending) return;
     this.pending = requestAnimationFrame(() => { this.pending = 0; this.draw(); });
   }
 
-  /** Draw now: called by the viewer on every frame in which the viewport moved. */
+  /** Draw now: on every frame OpenSeadragon draws (the view moved, tiles came, or schedule asked). */
   draw() {
-    const dpr = window.devicePixelRatio || 1;
+    const dpr = this.shared ? this.canvas.width / Math.max(1, this.canvas.clientWidth) : window.devicePixelRatio || 1;
     const canvas = this.canvas;
-    const width = Math.round(canvas.clientWidth * dpr), height = Math.round(canvas.clientHeight * dpr);
-    if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
     const ctx = this.ctx;
-    ctx.setTransform(1, 0, 0, 1, 0, 0);
-    ctx.clearRect(0, 0, width, height);
-    if (!this.viewer.world.getItemAt(0)) return;
+    ctx.save();
+    try {
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      if (!this.shared) {
+        const width = Math.round(canvas.clientWidth * dpr), height = Math.round(canvas.clientHeight * dpr);
+        if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
+        ctx.clearRect(0, 0, width, height);
+      }
+      if (!this.hidden && this.viewer.world.getItemAt(0)) this.drawSets(ctx, dpr);
+    } finally {
+      ctx.restore();
+    }
+  }
+
+  /**
+   * @param {CanvasRenderingContext2D} ctx
+   * @param {number} dpr device pixels per CSS pixel
+   */
+  drawSets(ctx, dpr) {
+    const width = this.canvas.width, height = this.canvas.height;
     const screen = this.screenScale();
     const view = { x: screen.origin.x * dpr, y: screen.origin.y * dpr, scale: screen.scale * dpr };
     const x0 = -view.x / view.scale, y0 = -view.y / view.scale;

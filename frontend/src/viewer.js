@@ -119,7 +119,6 @@ function initViewer(page) {
   function update() {
     if (!viewer.world.getItemAt(0)) return;
     const view = screenScale();
-    vector.draw();
     state.drawn = vector.drawn;
     if (magnification && nativePower) {
       magnification.textContent = (nativePower * view.scale).toFixed(view.scale * nativePower < 10 ? 1 : 0) + "×";
