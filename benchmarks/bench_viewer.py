@@ -39,6 +39,7 @@ The machine is shared with other work: figures vary from run to run; the ratios 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -191,7 +192,7 @@ def percentiles(samples: Sequence[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     if not ordered:
         return float("nan"), float("nan")
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 @contextmanager
@@ -365,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = {}
     for count in args.regions:
         started = time.perf_counter()
-        call_command("make_region_run", slide=slide.pk, regions=count, verbosity=0, stdout=open(os.devnull, "w"))
+        call_command("make_region_run", slide=slide.pk, regions=count, verbosity=0, stdout=io.StringIO())
         runs[count] = Run.objects.filter(project=project).order_by("-pk").values_list("pk", flat=True)[0]
         print(f"made run {runs[count]} with {count:,} regions in {time.perf_counter() - started:.1f} s", flush=True)
 

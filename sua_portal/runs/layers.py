@@ -267,7 +267,7 @@ def region_layer(run: Run, row: RunSlide, run_range: RunRange) -> bytes:
             "id", "label", "score", "flagged", "area_um2", "geometry").iterator(chunk_size=5000):
         ids.append(pk)
         labels.append(label)
-        scores.append(round(score, 5))
+        scores.append(score)
         flagged.append(1 if flag else 0)
         areas.append(None if area is None else round(area, 1))
         flat.add(geometry)
