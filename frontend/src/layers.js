@@ -23,7 +23,7 @@ import { getJSON, pageUrl, urlWithId } from "./http.js";
 
 /**
  * One slide's regions in one range of a run, as /api/runs/{id}/layers/{slide}/ gives them.
- * @typedef {{ run: number, run_name: string, slide: number,
+ * @typedef {{ run: number, run_name: string, slide: number, score: { aggregate: string, uncertainty: string },
  *   range: { index: number, lower: number, upper: number, threshold: number | null },
  *   scale: { min: number, max: number },
  *   regions: FlatShapes & { id: number[], label: number[], score: number[], flagged: number[], area_um2: (number | null)[] },
@@ -59,6 +59,9 @@ const SOURCE_CLASSES = [
 ];
 /** @type {ShapeClass[]} */
 const POSITIVE_CLASSES = [{ stroke: "#ff4d6d", width: 1.5, fill: null, dash: [6, 4] }];
+
+/** @type {Record<string, string>} the uncertainty a run's scores aggregate, by its setting's name */
+const UNCERTAINTY_NAMES = { entropy: "entropy", mi: "mutual information", variance: "variance" };
 
 /** Colour bins on each side of the threshold. */
 const BINS = 8;
@@ -411,6 +414,9 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     }
     showPositives.disabled = !loaded.positives;
     drawScoreLegend(scale, loaded.range.threshold);
+    element("score-title").textContent = "Score: " + (UNCERTAINTY_NAMES[loaded.score.uncertainty] || loaded.score.uncertainty)
+      + ", " + (loaded.score.aggregate === "mean" ? "mean" : loaded.score.aggregate) + " over the region";
+    element("positives-none").hidden = Boolean(loaded.positives && loaded.positives.count);
     for (const option of maskSelect.options) option.disabled = option.value !== "" && !loaded.masks[option.value];
     state.regionsLoaded = scores.length;
     state.activeRegion = null;

@@ -274,6 +274,9 @@ def region_layer(run: Run, row: RunSlide, run_range: RunRange) -> bytes:
     scale = Region.objects.filter(run_range=run_range).aggregate(low=Min("score"), high=Max("score"))
     body = {
         "run": run.pk, "run_name": run.name, "slide": row.slide_id,
+        # How a region's score was made: the run's aggregate of its pixels' uncertainty.
+        "score": {"aggregate": run.aggregate or run.settings.get("aggregate"),
+                  "uncertainty": run.settings.get("uncertainty")},
         "range": {"index": run_range.index, "lower": run_range.lower, "upper": run_range.upper,
                   "threshold": run_range.sua_threshold, "baseline_threshold": run_range.baseline_threshold},
         # The run's scores in this range, over every slide: one colour scale for all of them.
@@ -422,7 +425,7 @@ class RegionLayerView(_LayerView):
     @extend_schema(
         parameters=[OpenApiParameter("range", int, description="range index, 0-based (default: the review range)")],
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description=(
-            "run, run_name, slide; range {index, lower, upper, threshold, baseline_threshold}; scale {min, max} "
+            "run, run_name, slide; score {aggregate, uncertainty}: how scores were made; range {index, lower, upper, threshold, baseline_threshold}; scale {min, max} "
             "(the run's scores in this range); regions {id, label, score, flagged, area_um2: one entry per "
             "region, highest score first; count, rings, points, coords: the outlines as flat arrays}; positives "
             "(the positive prediction's outline, same flat arrays, or null); masks (method -> URL of its tile layer)")),

@@ -106,8 +106,9 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
                            "fmt": "jpeg"},
                 "uploads": {"id": str(upload.pk)},
                 "ensembles": {"id": ensemble.pk},
-                "heatmaps": {"id": heatmap.pk},
-                "runs": {"id": run.pk, "name": "slides.csv"},
+                "heatmaps": {"id": heatmap.pk, "kind": "entropy", "level": 0, "col": 0, "row": 0},
+                "runs": {"id": run.pk, "name": "slides.csv", "slide": slide.pk, "index": 0, "method": "sua",
+                         "level": 0, "col": 0, "row": 0},
                 "tokens": {"id": keys["admin"][0].pk},
             },
         }
