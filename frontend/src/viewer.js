@@ -164,8 +164,16 @@ function initViewer(page) {
   }
   const fit = document.getElementById("zoom-fit");
   if (fit) fit.addEventListener("click", () => viewer.viewport.goHome());
+  // Full screen: the slide's whole section (toolbar, scale bar and minimap with it); OpenSeadragon follows
+  // its container's size. Esc or the button again leaves.
   const full = document.getElementById("full-screen");
-  if (full) full.addEventListener("click", () => viewer.setFullScreen(!viewer.isFullPage()));
+  const section = container.parentElement;
+  if (full && section) {
+    full.addEventListener("click", () => {
+      if (document.fullscreenElement) document.exitFullscreen();
+      else section.requestFullscreen().catch(() => viewer.setFullScreen(true));
+    });
+  }
 
   const coords = document.getElementById("coords");
   new OpenSeadragon.MouseTracker({

@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import chain
 from typing import Any, TypeVar
 
 import numpy as np
@@ -216,29 +217,27 @@ class _Flat:
     def __init__(self) -> None:
         self.rings: list[int] = [0]
         self.points: list[int] = [0]
-        self.coords: list[np.ndarray] = []
-        self._count = 0
+        self.coords: list[float] = []
 
     def add(self, geometry: dict[str, Any]) -> None:
-        """A GeoJSON Polygon or MultiPolygon as one shape."""
+        """A GeoJSON Polygon or MultiPolygon as one shape (plain lists: 100,000 regions are flattened here)."""
         kind, coordinates = geometry.get("type"), geometry.get("coordinates") or []
         polygons = [coordinates] if kind == "Polygon" else coordinates if kind == "MultiPolygon" else []
+        coords, points = self.coords, self.points
         for polygon in polygons:
             for ring in polygon:
-                points = np.asarray(ring, dtype=np.float64)
-                if len(points) > 1 and np.array_equal(points[0], points[-1]):
-                    points = points[:-1]
-                if len(points) < 3:
+                n = len(ring)
+                if n > 1 and list(ring[0]) == list(ring[-1]):
+                    n -= 1
+                if n < 3:
                     continue
-                self.coords.append(points.reshape(-1))
-                self._count += len(points)
-                self.points.append(self._count)
-        self.rings.append(len(self.points) - 1)
+                coords.extend(chain.from_iterable(ring[:n]))
+                points.append(len(coords) // 2)
+        self.rings.append(len(points) - 1)
 
     def to_json(self) -> dict[str, Any]:
-        coords = np.concatenate(self.coords) if self.coords else np.zeros(0)
         return {"count": len(self.rings) - 1, "rings": self.rings, "points": self.points,
-                "coords": np.round(coords).astype(np.int64).tolist()}
+                "coords": list(map(round, self.coords))}
 
 
 def _positives(row: RunSlide, upper: float) -> dict[str, Any] | None:

@@ -122,6 +122,14 @@ def test_a_researcher_sees_the_ground_truth_beside_the_regions(
     page.wait_for_function("window.suaViewerState.annotations > 0", timeout=10_000)
     page.wait_for_timeout(300)
     page.screenshot(path=str(screens / "viewer-researcher.png"))
+    # Zoom presets in objective magnification, as the slide allows (2 µm/px: a 5x scan, so 2x and 5x).
+    times = "\u00d7"  # the buttons' multiplication sign
+    assert page.locator("#zoom-presets button").all_inner_texts() == [f"2{times}", f"5{times}"]
+    page.locator("#zoom-presets button", has_text=f"2{times}").click()
+    page.wait_for_timeout(1200)
+    assert page.locator("#magnification").inner_text() == f"2.0{times}"
+    page.locator("#zoom-fit").click()
+    page.wait_for_timeout(1200)
     shown = _osd_pixels(page)
     page.uncheck("#show-truth")
     page.wait_for_timeout(200)
