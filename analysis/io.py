@@ -39,6 +39,7 @@ __all__ = [
     "HEATMAP_RANGES",
     "InputError",
     "check_unit_interval",
+    "halve_mean",
     "heatmap_rgba",
     "read_heatmap",
     "read_heatmap_tiff",
@@ -503,8 +504,9 @@ def heatmap_rgba(values: npt.ArrayLike, kind: str) -> np.ndarray:
 _HEATMAP_FORMAT = "sua-heatmap"
 
 
-def _halve(array: np.ndarray) -> np.ndarray:
-    """2x2 mean (a lone last row / column averages what it has)."""
+def halve_mean(array: np.ndarray) -> np.ndarray:
+    """The next level of a mean pyramid: 2x2 mean (a lone last row / column averages what it has);
+    ``ceil(H / 2) x ceil(W / 2)``, float64."""
     h, w = array.shape
     a = array.astype(np.float64)
     if h % 2:
@@ -572,7 +574,7 @@ def write_heatmap_tiff(
 
     levels = [values]
     while max(levels[-1].shape) > tile:
-        levels.append(_halve(levels[-1]))
+        levels.append(halve_mean(levels[-1]))
     description = {
         "format": _HEATMAP_FORMAT,
         "downsample": float(downsample),

@@ -1,10 +1,17 @@
 // @ts-check
-/* SUA Portal: the slide viewer page. OpenSeadragon over the DeepZoom tiles, a scale bar and the pointer's
- * position; what is drawn over the slide (tumor outlines, heatmaps, flagged regions) is in layers.js.
+/* SUA Portal: the slide viewer page. OpenSeadragon over the DeepZoom tiles with a minimap, a scale bar in µm,
+ * zoom presets in objective magnification, full screen and the pointer's position; what is laid over the slide
+ * (heatmaps, regions, outlines, masks) is chosen in layers.js and outlines are drawn by vector.js.
  * Loaded as a module after openseadragon.min.js, which defines the global OpenSeadragon. */
 
 import { pageUrl } from "./http.js";
-import { addDrawingLayer, loadOutlines, initHeatmaps } from "./layers.js";
+import { initLayers, loadOutlines } from "./layers.js";
+import { VectorLayer } from "./vector.js";
+
+/** Objective magnifications offered as zoom presets, those the slide's own magnification reaches. */
+const PRESETS = [2, 5, 10, 20, 40];
+/** Objective magnification of a scan at 1 µm per pixel (10x, the usual convention: 40x ~ 0.25 µm/px). */
+const MAGNIFICATION_AT_1_MPP = 10;
 
 /**
  * The largest 1, 2 or 5 x 10^k micrometres not above maxMicrons: the scale bar's length.
@@ -36,7 +43,7 @@ function initViewer(page) {
   if (!container || typeof OpenSeadragon === "undefined") return;
   const mpp = parseFloat(page.dataset.mpp || "") || null;
   /** @type {SuaViewerState} */
-  const state = { tilesLoaded: 0, tileErrors: 0, fullyLoaded: false, annotations: 0 };
+  const state = { tilesLoaded: 0, tileErrors: 0, fullyLoaded: false, annotations: 0, firstTileMs: null, drawn: {} };
   window.suaViewerState = state;
 
   const viewer = OpenSeadragon({
@@ -52,12 +59,22 @@ function initViewer(page) {
     visibilityRatio: 0.5,
     minZoomImageRatio: 0.6,
     animationTime: 0.6,
-    imageLoaderLimit: 8,
+    // Tiles: OpenSeadragon starts at most maxTilesPerFrame new tile loads per drawn frame (default 1), so where
+    // frames are slow (headless, software rendering, a busy page) tiles were requested one per frame, ~0.6 s
+    // apart. Ask for every tile a frame wants at once; the browser keeps 6 connections to the server.
+    maxTilesPerFrame: 24,
+    imageLoaderLimit: 12,
+    // The 2-D canvas drawer: WebGL without a GPU (headless Chromium, remote desktops) is software-emulated
+    // and many times slower per frame.
+    drawer: "canvas",
     gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true },
   });
   window.suaViewer = viewer;
 
-  viewer.addHandler("tile-loaded", () => { state.tilesLoaded += 1; });
+  viewer.addHandler("tile-loaded", () => {
+    state.tilesLoaded += 1;
+    if (state.firstTileMs === null) state.firstTileMs = Math.round(performance.now());
+  });
   viewer.addHandler("tile-load-failed", () => { state.tileErrors += 1; });
   viewer.addHandler("open-failed", (event) => {
     container.insertAdjacentHTML("beforeend",
@@ -66,12 +83,17 @@ function initViewer(page) {
     reason.textContent = event.message || "The tiles did not load.";
   });
 
-  const drawing = addDrawingLayer(viewer);
-
   /** @returns {number} the slide's width in level-0 pixels */
   function imageWidth() {
     const item = viewer.world.getItemAt(0);
     return item ? item.getContentSize().x : parseFloat(page.dataset.width || "") || 1;
+  }
+
+  /** @returns {{ width: number, height: number }} the slide's size in level-0 pixels */
+  function slideSize() {
+    const item = viewer.world.getItemAt(0);
+    if (item) { const size = item.getContentSize(); return { width: size.x, height: size.y }; }
+    return { width: parseFloat(page.dataset.width || "") || 1, height: parseFloat(page.dataset.height || "") || 1 };
   }
 
   /**
@@ -87,11 +109,20 @@ function initViewer(page) {
     return { origin: origin, scale: (corner.x - origin.x) / width };
   }
 
+  // The slide's objective magnification: its own, else 10x at 1 µm/px; 0 when unknown (no presets then).
+  const nativePower = parseFloat(page.dataset.magnification || "") || (mpp ? MAGNIFICATION_AT_1_MPP / mpp : 0);
+  const vector = new VectorLayer(viewer, screenScale, slideSize);
+  window.suaViewerLayers = vector;
+
   const scalebar = document.getElementById("scalebar");
+  const magnification = document.getElementById("magnification");
   function update() {
     if (!viewer.world.getItemAt(0)) return;
     const view = screenScale();
-    drawing.follow(view.origin, view.scale);
+    state.drawn = vector.drawn;
+    if (magnification && nativePower) {
+      magnification.textContent = (nativePower * view.scale).toFixed(view.scale * nativePower < 10 ? 1 : 0) + "×";
+    }
     if (mpp && scalebar) {
       const pxPerMicron = view.scale / mpp;
       const length = niceLength(140 / pxPerMicron);
@@ -108,9 +139,41 @@ function initViewer(page) {
       if (event.fullyLoaded) document.body.dataset.tiles = "loaded";
     });
   });
-  viewer.addHandler("animation", update);
+  // Once per drawn frame in which the view moved (OpenSeadragon's own drawing is in the same frame).
   viewer.addHandler("update-viewport", update);
   viewer.addHandler("resize", update);
+
+  // Zoom presets in objective magnification: the slide's own (or 10x at 1 µm/px), and the presets up to it.
+  const presets = document.getElementById("zoom-presets");
+  if (presets && nativePower) {
+    for (const power of PRESETS.filter((p) => p <= nativePower * 1.001)) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = power + "×";
+      button.title = "Zoom to " + power + "× (objective magnification; the slide was scanned at " +
+        Math.round(nativePower) + "×)";
+      button.addEventListener("click", () => zoomToPower(power));
+      presets.appendChild(button);
+    }
+  }
+  /** @param {number} power objective magnification: one level-0 pixel is power / nativePower screen pixels */
+  function zoomToPower(power) {
+    const slide = viewer.world.getItemAt(0);
+    if (!slide) return;
+    viewer.viewport.zoomTo(slide.imageToViewportZoom(power / nativePower), viewer.viewport.getCenter(true));
+  }
+  const fit = document.getElementById("zoom-fit");
+  if (fit) fit.addEventListener("click", () => viewer.viewport.goHome());
+  // Full screen: the slide's whole section (toolbar, scale bar and minimap with it); OpenSeadragon follows
+  // its container's size. Esc or the button again leaves.
+  const full = document.getElementById("full-screen");
+  const section = container.parentElement;
+  if (full && section) {
+    full.addEventListener("click", () => {
+      if (document.fullscreenElement) document.exitFullscreen();
+      else section.requestFullscreen().catch(() => viewer.setFullScreen(true));
+    });
+  }
 
   const coords = document.getElementById("coords");
   new OpenSeadragon.MouseTracker({
@@ -128,11 +191,8 @@ function initViewer(page) {
     leaveHandler: () => { if (coords) coords.textContent = ""; },
   });
 
-  const toggle = /** @type {HTMLInputElement | null} */ (document.getElementById("show-annotations"));
-  if (toggle) toggle.addEventListener("change", () => { drawing.svg.style.display = toggle.checked ? "" : "none"; });
-
-  loadOutlines(drawing.layer, pageUrl(page, "annotations"), state).then(update);
-  initHeatmaps(viewer, page, drawing.layer, state, imageWidth);
+  loadOutlines(vector, pageUrl(page, "annotations"), state);
+  initLayers(viewer, page, vector, state, imageWidth);
 }
 
 const page = document.getElementById("viewer-page");

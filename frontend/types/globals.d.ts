@@ -15,6 +15,14 @@ interface SuaViewerState {
   flaggedShown?: number;
   /** the run's refined mask laid over the slide: "sua", "baseline" or "" for none */
   mask?: string;
+  /** the run's regions in the chosen range on the canvas (flagged or not) */
+  regionsLoaded?: number;
+  /** the id of the region marked (clicked in the list or on the slide), null for none */
+  activeRegion?: number | null;
+  /** milliseconds from the page's start to the first slide tile drawn (null before) */
+  firstTileMs: number | null;
+  /** per vector set, how the last frame drew it: "raster" or "vector", and how many shapes */
+  drawn: Record<string, { mode: string, shapes: number }>;
 }
 
 /** How far the run page's charts got: counted by run.js, read by the browser tests (tests/runs/test_dashboard.py). */
@@ -32,6 +40,8 @@ interface SuaRunChartsState {
 interface Window {
   suaViewer?: OpenSeadragon.Viewer;
   suaViewerState?: SuaViewerState;
+  /** the viewer's vector layer (frontend/src/vector.js): tests and benchmarks read shapes' bounds from it */
+  suaViewerLayers?: import("../src/vector.js").VectorLayer;
   suaRunCharts?: SuaRunChartsState;
 }
 

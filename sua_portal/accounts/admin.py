@@ -46,7 +46,7 @@ class MembershipInline(admin.TabularInline[Membership, Project]):
 @admin.register(Project)
 class ProjectAdmin(ProjectScopedAdmin):
     project_path = "pk"
-    list_display = ["name", "created", "created_by"]
+    list_display = ["name", "blind_review", "created", "created_by"]
     search_fields = ["name", "description"]
     readonly_fields = ["created", "created_by"]
     inlines = [MembershipInline]

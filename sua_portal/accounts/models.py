@@ -5,6 +5,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from sua_portal.accounts import roles
+
 
 class ProjectQuerySet(models.QuerySet["Project"]):
     def visible_to(self, user: Any) -> ProjectQuerySet:
@@ -19,6 +21,9 @@ class Project(models.Model):
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
+    blind_review = models.BooleanField(
+        default=True, help_text="pathologists review without seeing the ground truth (researchers and admins see it)"
+    )
     created = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -37,6 +42,11 @@ class Project(models.Model):
 
     def has_member(self, user: Any) -> bool:
         return bool(getattr(user, "is_authenticated", False)) and self.memberships.filter(user=user).exists()
+
+    def shows_truth_to(self, user: Any) -> bool:
+        """Whether ``user`` may see the ground truth of this project's slides: always for researchers and
+        admins; for anyone else (pathologists) only when the project's review is not blind."""
+        return not self.blind_review or roles.has_role(user, roles.ADMIN, roles.RESEARCHER)
 
 
 class Membership(models.Model):

@@ -17,7 +17,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Project
-        fields = ["id", "name", "description", "created", "member_count"]
+        fields = ["id", "name", "description", "blind_review", "created", "member_count"]
         read_only_fields = ["id", "created", "member_count"]
 
 

@@ -65,6 +65,10 @@ def slide_viewer(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if slide is None:
         raise Http404("No such slide.")
+    show_truth = slide.cohort.project.shows_truth_to(request.user)
+    annotations = slide.annotations.all()
+    if not show_truth:
+        annotations = annotations.exclude(source=Annotation.Source.GROUND_TRUTH)
     siblings = list(slide.cohort.slides.order_by("name").values_list("pk", flat=True))
     index = siblings.index(slide.pk)
     context = {
@@ -75,7 +79,10 @@ def slide_viewer(request: HttpRequest, pk: int) -> HttpResponse:
         "position": index + 1,
         "total": len(siblings),
         "annotations": [_describe(a, slide.effective_mpp)
-                        for a in slide.annotations.select_related("author").order_by("created")],
+                        for a in annotations.select_related("author").order_by("created")],
         "can_set_mpp": roles.has_role(request.user, roles.ADMIN),
+        # Blind review: pathologists see neither the ground truth's outlines nor whether the slide has tumor.
+        "show_truth": show_truth,
+        "has_truth": show_truth and annotations.filter(source=Annotation.Source.GROUND_TRUTH).exists(),
     }
     return render(request, "slides/viewer.html", context)

@@ -361,6 +361,9 @@ class SlideViewSet(
         if request.method == "GET":
             check_query_names(request, ["source"])
             rows = Annotation.objects.filter(slide=slide).select_related("author")
+            if not slide.cohort.project.shows_truth_to(request.user):
+                # Blind review: a pathologist does not see the ground truth of the slides they review.
+                rows = rows.exclude(source=Annotation.Source.GROUND_TRUTH)
             if (source := query_choice(request, "source", Annotation.Source.values)) is not None:
                 rows = rows.filter(source=source)
             return Response(AnnotationSerializer(rows, many=True).data)

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from sua_portal.runs import services
 from sua_portal.runs.models import Region, Run, RunSlide
 from tests.runs.conftest import carry_through
+
+
+@pytest.fixture
+def screens(tmp_path: Path) -> Path:
+    """Where screenshots go: $SUA_SCREENSHOTS (to look at them) or the test's temporary directory."""
+    folder = Path(os.environ.get("SUA_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture
@@ -26,33 +39,56 @@ def _busiest(run: Run) -> RunSlide:
     return RunSlide.objects.get(run=run, slide=max(counts, key=lambda pk: counts[pk]))
 
 
+def _osd_pixels(page: Any) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.locator("#osd").screenshot())).convert("RGB")).astype(float)
+
+
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
-def test_a_pathologist_sees_the_review_runs_flagged_outlines_and_goes_to_each(
-    flagging_run: Run, signed_in_page: Any, live_server: Any,
+def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
+    flagging_run: Run, signed_in_page: Any, live_server: Any, screens: Path,
 ) -> None:
     row = _busiest(flagging_run)
     review = services.review_range(flagging_run)
-    flagged = sorted(Region.objects.filter(run_slide=row, run_range=review, flagged=True)
-                     .values_list("score", flat=True), reverse=True)
+    in_range = Region.objects.filter(run_slide=row, run_range=review)
+    flagged = sorted(in_range.filter(flagged=True).values_list("score", flat=True), reverse=True)
     page = signed_in_page("pathologist")
     page.goto(f"{live_server.url}/slides/{row.slide_id}/")
     page.wait_for_function("window.suaViewerState && window.suaViewerState.overlay === 'entropy'", timeout=30_000)
     page.wait_for_function(f"window.suaViewerState.flaggedShown === {len(flagged)}", timeout=10_000)
     assert page.locator("#npr-run").text_content() == flagging_run.name
     assert review is not None and review.label.split()[0] in page.locator("#npr-range option:checked").inner_text()
-    # Outlines, not boxes: one path per flagged region.
-    assert page.locator("svg.annotation-layer path.npr").count() == len(flagged)
+    # Every region of the range is on the canvas, coloured by score; the list holds the flagged ones.
+    assert page.evaluate("window.suaViewerState.regionsLoaded") == in_range.count()
+    assert page.evaluate("window.suaViewerLayers.sets.get('regions').n") == in_range.count()
     scores = [float(t.split()[1]) for t in page.locator("#npr-list li .score").all_inner_texts()]
     assert scores == pytest.approx(flagged, abs=1e-3)
+    # The legend has numbers: the scale's ends and the threshold, marked.
+    assert review.sua_threshold is not None
+    assert f"{review.sua_threshold:.3f}".rstrip("0") in page.locator("#score-legend .tau").inner_text()
+    assert page.locator("#heatmap-legend .ticks span").count() == 5
+    assert "entropy" in page.locator("#heatmap-legend").inner_text()
+    # Heatmap tiles came from the layer's tile pyramid, coloured on the server.
+    page.wait_for_function("window.suaViewer.world.getItemAt(1) && window.suaViewer.world.getItemAt(1).getFullyLoaded()",
+                           timeout=20_000)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screens / "viewer-pathologist.png"))
+    # Toggling the regions changes pixels.
+    with_regions = _osd_pixels(page)
+    page.uncheck("#show-regions")
+    page.wait_for_timeout(200)
+    assert np.abs(_osd_pixels(page) - with_regions).sum(axis=2).astype(bool).sum() > 50
+    page.check("#show-regions")
 
     before = page.evaluate("window.suaViewer.viewport.getZoom()")
     page.locator("#npr-list li").first.click()
     page.wait_for_timeout(1500)
     assert page.evaluate("window.suaViewer.viewport.getZoom()") > before * 1.5
-    assert page.locator("svg.annotation-layer path.npr.active").count() == 1
+    top = in_range.filter(flagged=True).order_by("-score", "label").first()
+    assert top is not None and page.evaluate("window.suaViewerState.activeRegion") == top.pk
+    assert page.locator("#npr-list li.active").count() == 1
 
-    # The run's SUA-refined mask of this range over the heatmap, then none.
+    # The run's SUA-refined mask of this range over the heatmap, as a tile layer, then none.
     page.select_option("#refined-mask", "sua")
     page.wait_for_function("window.suaViewerState.mask === 'sua'", timeout=10_000)
     assert page.evaluate("window.suaViewer.world.getItemCount()") == 3
@@ -62,9 +98,42 @@ def test_a_pathologist_sees_the_review_runs_flagged_outlines_and_goes_to_each(
     # Another overlay, then none.
     page.select_option("#heatmap-kind", "segmentation")
     page.wait_for_function("window.suaViewerState.overlay === 'segmentation'", timeout=10_000)
+    assert "Tumor probability" in page.locator("#heatmap-legend .legend-title").inner_text()
     assert page.evaluate("window.suaViewer.world.getItemCount()") == 2
     page.select_option("#heatmap-kind", "")
     page.wait_for_function("window.suaViewer.world.getItemCount() === 1", timeout=10_000)
+    # Blind review (the default): no ground truth for a pathologist.
+    assert page.locator("#show-truth").count() == 0 and page.locator("#blind-note").count() == 1
+    assert page.evaluate("window.suaViewerState.annotations") == 0
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_a_researcher_sees_the_ground_truth_beside_the_regions(
+    flagging_run: Run, signed_in_page: Any, live_server: Any, screens: Path,
+) -> None:
+    row = _busiest(flagging_run)
+    page = signed_in_page("researcher")
+    page.goto(f"{live_server.url}/slides/{row.slide_id}/?run={flagging_run.pk}")
+    page.wait_for_function("window.suaViewerState && window.suaViewerState.regionsLoaded > 0", timeout=30_000)
+    page.wait_for_function("window.suaViewer.world.getItemAt(1) && window.suaViewer.world.getItemAt(1).getFullyLoaded()",
+                           timeout=20_000)
+    assert page.locator("#show-truth").is_checked()
+    page.wait_for_function("window.suaViewerState.annotations > 0", timeout=10_000)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(screens / "viewer-researcher.png"))
+    # Zoom presets in objective magnification, as the slide allows (2 µm/px: a 5x scan, so 2x and 5x).
+    times = "\u00d7"  # the buttons' multiplication sign
+    assert page.locator("#zoom-presets button").all_inner_texts() == [f"2{times}", f"5{times}"]
+    page.locator("#zoom-presets button", has_text=f"2{times}").click()
+    page.wait_for_timeout(1200)
+    assert page.locator("#magnification").inner_text() == f"2.0{times}"
+    page.locator("#zoom-fit").click()
+    page.wait_for_timeout(1200)
+    shown = _osd_pixels(page)
+    page.uncheck("#show-truth")
+    page.wait_for_timeout(200)
+    assert np.abs(_osd_pixels(page) - shown).sum(axis=2).astype(bool).sum() > 50
 
 
 @pytest.mark.django_db

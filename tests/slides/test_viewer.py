@@ -45,7 +45,7 @@ def test_the_viewer_shows_real_tile_pixels_and_the_tumor_outlines(
     demo_cohort: Cohort, signed_in_page: Any, live_server: Any, screens: Path,
 ) -> None:
     slide = Slide.objects.get(cohort=demo_cohort, has_tumor=True)
-    page = signed_in_page("pathologist")
+    page = signed_in_page("researcher")  # the project's review is blind: pathologists do not see the ground truth
     tiles: list[tuple[str, int]] = []
     page.on("response", lambda r: tiles.append((r.url, r.status)) if "/dzi_files/" in r.url else None)
     page.goto(f"{live_server.url}/slides/{slide.pk}/")
@@ -54,7 +54,6 @@ def test_the_viewer_shows_real_tile_pixels_and_the_tumor_outlines(
     page.wait_for_timeout(700)  # let the zoom animation settle before the picture
     assert tiles and all(status == 200 for _, status in tiles), tiles
     assert page.evaluate("window.suaViewerState.tileErrors") == 0
-    assert page.evaluate("window.suaViewer.drawer.getType()") == "webgl"
     shot = page.locator("#osd").screenshot()
     rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
     pixels = rgb.astype(float)
@@ -62,17 +61,27 @@ def test_the_viewer_shows_real_tile_pixels_and_the_tumor_outlines(
     # (Colours counted as one 24-bit number each: np.unique over rows of three took seconds.)
     colours = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
     assert pixels.std() > 10 and len(np.unique(colours)) > 500
-    assert page.locator("svg.annotation-layer path.outline").count() >= 1
+    # The tumor outlines are on the viewer's canvas: the layer says so, and hiding them changes pixels.
+    assert page.evaluate("window.suaViewerLayers.sets.get('outlines').n") >= 1
+    page.uncheck("#show-truth")
+    page.wait_for_timeout(200)
+    hidden = np.asarray(Image.open(io.BytesIO(page.locator("#osd").screenshot())).convert("RGB")).astype(float)
+    page.check("#show-truth")
+    page.wait_for_timeout(200)
+    shown = np.asarray(Image.open(io.BytesIO(page.locator("#osd").screenshot())).convert("RGB")).astype(float)
+    outline_green = (shown[..., 1] > shown[..., 0] + 60) & (shown[..., 1] > shown[..., 2] + 20)
+    assert np.abs(shown - hidden).sum(axis=2).astype(bool).sum() > 200
+    assert outline_green.sum() > 100 and outline_green.sum() > 5 * ((hidden[..., 1] > hidden[..., 0] + 60)
+                                                                   & (hidden[..., 1] > hidden[..., 2] + 20)).sum()
     assert page.locator("h1.slide-title").inner_text() == slide.name
-    assert "2.0000 µm/px" in page.locator("#slide-meta").inner_text()
+    assert "2.0000 µm/px" in (page.locator("#slide-meta").text_content() or "")  # in the folded "Slide" details
     assert page.locator("#scalebar .label").inner_text().endswith(("µm", "mm"))
     page.screenshot(path=str(screens / "viewer.png"))
     # Zoomed in on the first metastasis, the outline follows the tissue.
     page.evaluate("""() => {
-        const path = document.querySelector('svg.annotation-layer path.outline');
-        const box = path.getBBox();
+        const [x, y, width, height] = window.suaViewerLayers.bounds('outlines', 0);
         const vp = window.suaViewer.viewport;
-        const rect = vp.imageToViewportRectangle(box.x - box.width, box.y - box.height, box.width * 3, box.height * 3);
+        const rect = vp.imageToViewportRectangle(x - width, y - height, width * 3, height * 3);
         vp.fitBounds(rect, true);
     }""")
     page.wait_for_timeout(300)
