@@ -42,10 +42,12 @@ class Layout:
     fibrous: F32
     density: dict[str, F32]
     tumor_sdf: F32  # pseudo-SDF of all lesions (px), > 0 inside
+    faint: F32  # weight of the faint micro-metastases (0..1)
     angle: F32  # orientation of the node outline (radians, tangent), for capsule fibroblasts
     nodes: list[Polygon]
     tissue: list[Polygon]
     lesions: list[tuple[Polygon, list[Blob]]]
+    faint_lesions: list[bool]  # per lesion: drawn faint
     node_centres: list[tuple[float, float]]
 
 
@@ -197,9 +199,11 @@ def _layout(
         fibrous=canvas.fibrous,
         density=canvas.density,
         tumor_sdf=np.clip(mets.sdf, -1e6, 1e6).astype(np.float32),
+        faint=mets.faint,
         angle=(tangent % math.pi).astype(np.float32),
         nodes=[as_polygon(Polygon(node.polygon(360))) for node in nodes],
         tissue=tissue_polys,
         lesions=mets.lesions,
+        faint_lesions=mets.faint_lesions,
         node_centres=[(n.cx, n.cy) for n in nodes],
     )

@@ -190,6 +190,14 @@ def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], valida
     return ensemble
 
 
+def _training_config(ensemble: Ensemble) -> Any:
+    """The ensemble's training settings as an ``analysis.training.TrainingConfig``."""
+    # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
+    from analysis.training import TrainingConfig
+
+    return TrainingConfig.from_dict({k: v for k, v in ensemble.training_config.items() if k != "validation_cohorts"})
+
+
 def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, workers: int = 1,
           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Train every member; progress (epoch, loss, validation score) lands in member.history.
@@ -200,13 +208,12 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
     management command, never inside a Celery prefork child (daemonic, it may not have any).
     """
     # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
-    from analysis.training import TrainingConfig, train_ensemble
+    from analysis.training import train_ensemble
 
     ensemble = Ensemble.objects.get(pk=ensemble_id)
     if ensemble.status != Ensemble.Status.TRAINING:
         return  # already trained (a redelivered task): nothing to do
-    config = TrainingConfig.from_dict({k: v for k, v in ensemble.training_config.items()
-                                       if k != "validation_cohorts"})
+    config = _training_config(ensemble)
     validation = Cohort.objects.filter(pk__in=ensemble.training_config.get("validation_cohorts", []))
     # With object storage the slides are copies in this machine's cache: none may go while training reads them.
     pins = ExitStack()
@@ -440,8 +447,11 @@ def load_demo_ensemble(
         log_line(f"Training the {DEMO_ENSEMBLE.lower()} ({preset!r} preset) on {len(train_cohorts)} cohort(s) ...")
         # Members side by side, one thread each: the tiny network on 32 px patches is too little work
         # per step to split, and a second intra-op thread made epochs slower (9.8 s against 7.3 s).
-        train(ensemble.pk, echo=None if on_epoch else log_line, threads=1, workers=threads or os.cpu_count() or 1,
-              on_epoch=on_epoch)
+        # Every member at once (up to 4 a core): 5 members 2 at a time leave a core idle for the last one.
+        cores = threads or os.cpu_count() or 1
+        members = _training_config(ensemble).members
+        train(ensemble.pk, echo=None if on_epoch else log_line, threads=1,
+              workers=max(cores, min(members, 4 * cores)), on_epoch=on_epoch)
         ensemble.refresh_from_db()
         log_line(f"{DEMO_ENSEMBLE}: {ensemble.members.count()} members trained in {time.monotonic() - started:.0f} s")
     else:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,7 @@ class Command(BaseCommand):
             build.count(slides_done=done, slides_total=total)
             say(f"slides: {done} of {total} generated")
 
+        clock = time.monotonic()
         cohorts = services.load_demo_cohorts(
             project, data_dir, preset=options["preset"], seed=options["seed"], progress=progress,
             log_line=say, generated=generated,
@@ -110,7 +112,8 @@ class Command(BaseCommand):
         build.count(slides_done=total, slides_total=total)
         for cohort in cohorts:
             build.link(cohort.name, reverse("cohort-page", args=[cohort.pk]))
-        say(f"Demo cohorts in {project.name!r}: {', '.join(c.name for c in cohorts)} ({total} slides)")
+        say(f"Demo cohorts in {project.name!r}: {', '.join(c.name for c in cohorts)} ({total} slides, "
+            f"{time.monotonic() - clock:.0f} s)")
         if options["cohorts_only"]:
             build.done()
             return
@@ -127,18 +130,24 @@ class Command(BaseCommand):
                 f"{config.max_epochs} (validation Dice {report['val_dice']:.3f})")
 
         def on_heatmaps(ensemble: Ensemble, done: int, total: int) -> None:
+            nonlocal clock
             if build.row.step != DemoBuild.Step.HEATMAPS:
                 build.link(f"{ensemble.name} ({ensemble.members.count()} members)",
                            reverse("ensemble-detail", args=[ensemble.pk]))
                 build.step(DemoBuild.Step.HEATMAPS, heatmaps_total=total)
+                clock = time.monotonic()
             build.count(heatmaps_done=done, heatmaps_total=total)
+            if done == total:
+                say(f"Heatmaps of {total} slides ready ({time.monotonic() - clock:.0f} s)")
 
         try:
             ensemble = load_demo_ensemble(project, cohorts, preset=options["preset"], overrides=overrides,
                                           threads=options["threads"], log_line=say, on_epoch=on_epoch,
                                           on_heatmaps=on_heatmaps)
             build.step(DemoBuild.Step.RUN)
+            clock = time.monotonic()
             run = load_demo_run(project, ensemble, cohorts, log_line=say)
+            say(f"{run.name} ready ({time.monotonic() - clock:.0f} s with its reports)")
         except (EnsembleError, RunError) as exc:
             raise CommandError(str(exc)) from None
         build.link(f"{run.name}: the dashboard", reverse("run-page", args=[run.pk]))
