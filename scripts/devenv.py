@@ -242,16 +242,19 @@ def _wait_for_http(url: str, children: list[subprocess.Popen[bytes]], timeout: f
 
 
 def _echo_build(stream: IO[bytes], started: float) -> None:
-    """The demo build's lines, as they come; progress within a step only every PROGRESS_EVERY seconds."""
-    last_progress = 0.0
+    """The demo build's lines, as they come; progress within a step (the first line after a step's
+    start, then one every PROGRESS_EVERY seconds at most)."""
+    last_progress: float | None = None
     for raw in stream:
         line = raw.decode(errors="replace").rstrip()
         if not line:
             continue
         now = time.monotonic()
-        if line.startswith(PROGRESS_PREFIXES):
-            if now - last_progress < PROGRESS_EVERY:
-                continue
+        if not line.startswith(PROGRESS_PREFIXES):
+            last_progress = None
+        elif last_progress is not None and now - last_progress < PROGRESS_EVERY:
+            continue
+        else:
             last_progress = now
         minutes, seconds = divmod(int(now - started), 60)
         print(f"  demo {minutes:2d}:{seconds:02d}  {line}", flush=True)
