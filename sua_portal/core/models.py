@@ -66,7 +66,7 @@ class DemoBuild(models.Model):
             epochs = c.get("member_epochs") or []
             of = c.get("epochs")
             parts = [f"member {i + 1}: epoch {e}{f' of {of}' if of else ''}" for i, e in enumerate(epochs) if e]
-            return f"{c['members']} members; " + ("; ".join(parts) if parts else "sampling patches")
+            return f"{c['members']} members; " + ("; ".join(parts) if parts else "their first epoch under way")
         if step == self.Step.HEATMAPS and c.get("heatmaps_total"):
             return f"{c.get('heatmaps_done', 0)} of {c['heatmaps_total']} slides"
         if step == self.Step.RUN:

@@ -111,7 +111,7 @@ def test_the_panel_follows_the_build_and_the_start_page_shows_what_a_step_made(
     build = BuildRecorder(people["own"])
     build.step(DemoBuild.Step.TRAINING, members=2, epochs=4, member_epochs=[0, 0])
     page = signed_in_page("admin")
-    assert "sampling patches" in page.locator("#demo-build").inner_text()
+    assert "2 members; their first epoch under way" in page.locator("#demo-build").inner_text()
 
     build.epoch(1, 2)  # the same step: the panel is fetched again and put in place
     page.wait_for_function("document.querySelector('#demo-build .build-detail').textContent.includes('epoch 2 of 4')",
