@@ -106,6 +106,7 @@ class _CohortPreset:
     mpp: float
     macro: bool
     plans: tuple[tuple[LesionPlan, ...], ...] = _LESION_PLANS
+    mimics: int = 0
 
 
 _PRESETS: dict[str, _CohortPreset] = {
@@ -115,6 +116,8 @@ _PRESETS: dict[str, _CohortPreset] = {
         mpp=1.0,
         macro=True,
         plans=_DEMO_LESION_PLANS,
+        # Benign look-alikes of the faint lesions on every slide: the uncertain regions that are not tumor.
+        mimics=3,
     ),
     "test": _CohortPreset(
         slides={"train": (1, 1), "validation": (1, 1), "test_in_domain": (1, 1), "test_shifted": (1, 1)},
@@ -146,7 +149,7 @@ def _cohort_jobs(preset: Preset, seed: int) -> list[_Job]:
                 plan_i += 1
                 lesions = plan if p.macro else tuple(k2 for k2 in plan if k2 != "macro") or ("micro",)
             spec = SlideSpec(seed=seed * 1000 + n, width=w, height=h, mpp=p.mpp, tumor=tumor, domain=domain,
-                             lesions=lesions)
+                             lesions=lesions, mimics=p.mimics)
             jobs.append(_Job(f"{split}_{k + 1:02d}", split, spec))
             n += 1
     return jobs

@@ -34,6 +34,8 @@ _LESION_DEPTH: dict[str, tuple[float, float]] = {
     "micro": (0.2, 0.85),
     "macro": (0.0, 0.5),
 }
+#: Size of a benign look-alike (an aggregate of reactive histiocytes): that of a faint micro-metastasis.
+_MIMIC_DIAMETER_UM = (250.0, 800.0)
 #: Where a faint micro-metastasis sits and how it is shaped: as a micro-metastasis.
 _DRAWN_AS = {"faint": "micro"}
 #: Larger lesions are placed first: they need the most room.
@@ -207,3 +209,37 @@ def place_lesion(
         return poly, blobs
     return None
 
+
+
+def mimics(grid: FieldGrid, spec: SlideSpec, nodes: list[Blob], lesions: list[Polygon], node_w: F32) -> F32:
+    """Weight (ny, nx) of ``spec.mimics`` aggregates of reactive histiocytes inside the nodes, clear of the
+    metastases: benign look-alikes of a faint micro-metastasis.  They come from a random stream of their
+    own, so that the rest of the slide is the same with or without them; one that finds no room is left out.
+    """
+    out = np.zeros(grid.shape, np.float32)
+    if spec.mimics == 0 or not nodes:
+        return out
+    rng = np.random.default_rng([spec.seed, 0x3A1C])
+    um = grid.um
+    inner = [Polygon(node.polygon(256)).buffer(-(120 * um)) for node in nodes]
+    taken = list(lesions)
+    sdf = np.full(grid.shape, FAR_OUTSIDE)
+    for _ in range(spec.mimics):
+        for _attempt in range(60):
+            ni = int(rng.integers(len(nodes)))
+            node = nodes[ni]
+            theta = rng.uniform(-math.pi, math.pi)
+            rr = node.radius_at(theta) * rng.uniform(0.15, 0.85)
+            radius = rng.uniform(*_MIMIC_DIAMETER_UM) * um / 2
+            blob = random_blob(rng, node.cx + rr * math.cos(theta), node.cy + rr * math.sin(theta), radius,
+                               aspect=(0.5, 0.95), roughness=0.09)
+            poly = Polygon(blob.polygon(128))
+            if not poly.is_valid or not poly.within(inner[ni]) or any(poly.distance(t) < 150 * um for t in taken):
+                continue
+            taken.append(poly)
+            bx0, by0, bx1, by1 = poly.bounds
+            win = grid.window(by0 - 100 * um, by1 + 100 * um, bx0 - 100 * um, bx1 + 100 * um)
+            sdf[win] = np.maximum(sdf[win], blob.sdf(grid.xs[win], grid.ys[win]))
+            break
+    out[...] = np.clip(sdf / grid.f + 0.5, 0, 1) * node_w
+    return out

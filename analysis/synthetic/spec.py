@@ -57,6 +57,9 @@ class SlideSpec:
             ``"macro"``, or ``"faint"``: a faint micro-metastasis) on a tumor slide;
             ``None`` = one to three chosen by the seed.  A lesion too large for the
             node is drawn as large as fits and reported with the class of its actual size.
+        mimics: benign look-alikes of a faint micro-metastasis to draw in the nodes:
+            aggregates of reactive histiocytes (large pale cells among the lymphocytes,
+            as in sinus histiocytosis), on tumor and tumor-free slides alike.
     """
 
     seed: int = 0
@@ -69,6 +72,7 @@ class SlideSpec:
     jpeg_quality: int = 85
     levels: int | None = None
     lesions: tuple[LesionPlan, ...] | None = None
+    mimics: int = 0
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 64:
@@ -81,6 +85,8 @@ class SlideSpec:
             raise ValueError(f"tile_size must be a positive multiple of 16, got {self.tile_size}")
         if not (1 <= self.jpeg_quality <= 100):
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.mimics < 0:
+            raise ValueError(f"mimics must be >= 0, got {self.mimics}")
         if self.levels is not None and self.levels < 1:
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.lesions is not None:
