@@ -117,7 +117,3 @@ def test_everyone_reaches_the_projects_page_and_the_breadcrumbs_lead_there(
     cohort_page = _client(people["pathologist"]).get(f"/cohorts/{demo_cohorts['validation'].pk}/").content.decode()
     assert '<a href="/projects/">Projects</a>' in cohort_page
 
-
-def test_the_start_page_asks_who_you_are_first(client: Client) -> None:
-    response = client.get("/")
-    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
