@@ -17,11 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,40 +222,125 @@ def demo(host: str, port: int, skip_data: bool) -> int:
     return 0  # not reached
 
 
+#: Lines of the demo build that report progress within a step: shown at most every PROGRESS_EVERY seconds.
+PROGRESS_PREFIXES = ("slides: ", "training: ", "heatmaps of ")
+PROGRESS_EVERY = 15.0
+
+
+def _wait_for_http(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 120.0) -> None:
+    """Until ``url`` answers 200; a child that exits first (the web server failing) stops the wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with suppress(OSError), urllib.request.urlopen(url, timeout=5) as response:
+            if response.status == 200:
+                return
+        if any(child.poll() is not None for child in children):
+            raise ServiceError(f"the web server or the worker stopped before {url} answered (see {VAR / 'log'})")
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{url} did not answer in {timeout:.0f} s (see {VAR / 'log' / 'web.log'})")
+        time.sleep(0.3)
+
+
+def _echo_build(stream: IO[bytes], started: float) -> None:
+    """The demo build's lines, as they come; progress within a step (the first line after a step's
+    start, then one every PROGRESS_EVERY seconds at most)."""
+    last_progress: float | None = None
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip()
+        if not line:
+            continue
+        now = time.monotonic()
+        if not line.startswith(PROGRESS_PREFIXES):
+            last_progress = None
+        elif last_progress is not None and now - last_progress < PROGRESS_EVERY:
+            continue
+        else:
+            last_progress = now
+        minutes, seconds = divmod(int(now - started), 60)
+        print(f"  demo {minutes:2d}:{seconds:02d}  {line}", flush=True)
+
+
+def _banner(address: str, users: str) -> str:
+    return (
+        f"\nSUA Portal is running: open {address}/ and sign in as one of\n{users}\n"
+        f"  API docs: {address}/api/docs/   health: {address}/healthz   logs: {VAR / 'log'}/\n"
+        "Press Ctrl-C to stop the web server, the worker, the demo build and the embedded services.\n"
+    )
+
+
 def _demo(services: Services, host: str, port: int, skip_data: bool) -> int:
     env = _child_env(services.up(), demo=True)
     py = sys.executable
     manage = [py, str(ROOT / "manage.py")]
+    logs = VAR / "log"
+    logs.mkdir(parents=True, exist_ok=True)
 
-    def step(*args: str) -> None:
-        if subprocess.call([*manage, *args], env=env, cwd=ROOT) != 0:
+    def step(*args: str) -> str:
+        done = subprocess.run([*manage, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
             raise ServiceError(f"'manage.py {' '.join(args)}' failed (see above)")
+        return done.stdout
 
+    def logged(name: str, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        # The worker's and the web server's own output (the Celery banner and its warning when run as
+        # root, large-image's cache notes, every request) goes to their log files, not the terminal.
+        with open(logs / name, "ab") as log_file:
+            return subprocess.Popen(command, env=env, cwd=ROOT, stdout=kwargs.pop("stdout", log_file),
+                                    stderr=log_file, **kwargs)
+
+    started = time.monotonic()
     step("migrate", "--noinput", "-v", "0")
-    step("create_demo_users")
+    users = step("create_demo_users").strip().splitlines()
+    users_text = "\n".join(line for line in users if line.startswith("  "))
+    address = f"http://{host}:{port}"
     children: list[subprocess.Popen[bytes]] = []
+    builder: subprocess.Popen[bytes] | None = None
     try:
-        children.append(
-            subprocess.Popen(
-                [py, "-m", "celery", "-A", "sua_portal", "worker", "-Q", "gpu,cpu", "-c", "2", "-l", "INFO",
-                 "--without-gossip", "--without-mingle"],
-                env=env, cwd=ROOT,
-            )
-        )
+        children.append(logged("worker.log", [
+            py, "-m", "celery", "-A", "sua_portal", "worker", "-Q", "gpu,cpu", "-c", "2", "-l", "INFO",
+            "--without-gossip", "--without-mingle"]))
+        children.append(logged("web.log", [*manage, "runserver", "--noreload", f"{host}:{port}"]))
+        _wait_for_http(f"{address}/healthz", children)
+        print(_banner(address, users_text), flush=True)
         if not skip_data:
-            step("load_demo")
-        children.append(subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"], env=env, cwd=ROOT))
-        print(
-            f"\nSUA Portal is running: open http://{host}:{port}/ (sign in with a demo user above)\n"
-            f"  API docs: http://{host}:{port}/api/docs/   health: http://{host}:{port}/healthz\n"
-            "Press Ctrl-C to stop the web server, the worker and the embedded services.\n",
-            flush=True,
-        )
+            print(f"Building the demo in the background (the home page shows how far; the build's own log: "
+                  f"{logs / 'demo-build.log'}):", flush=True)
+            # Its own session: stopping it stops its training processes too (see _stop_build).
+            builder = logged("demo-build.log", [*manage, "load_demo"], stdout=subprocess.PIPE,
+                             start_new_session=True)
+            assert builder.stdout is not None
+            echo = threading.Thread(target=_echo_build, args=(builder.stdout, started), daemon=True)
+            echo.start()
         while all(child.poll() is None for child in children):
+            if builder is not None and builder.poll() is not None:
+                echo.join(timeout=5)
+                elapsed = time.monotonic() - started
+                if builder.returncode == 0:
+                    print(f"\nThe demo is ready, {elapsed / 60:.1f} minutes after `make demo` started."
+                          + _banner(address, users_text), flush=True)
+                else:
+                    print(f"\nThe demo build failed (exit {builder.returncode}); the portal keeps running. "
+                          f"Why: the home page, or {logs / 'demo-build.log'}. Start `make demo` again to go on.",
+                          flush=True)
+                builder = None
             time.sleep(0.5)
         return 1
     finally:
+        if builder is not None:
+            _stop_build(builder)
         _stop(children)
+
+
+def _stop_build(builder: subprocess.Popen[bytes]) -> None:
+    """The demo build and the processes it started (training members, their manager): its whole session."""
+    with suppress(ProcessLookupError):
+        os.killpg(builder.pid, signal.SIGTERM)
+    try:
+        builder.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(builder.pid, signal.SIGKILL)
+        builder.wait()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from sua_portal.core import pages
 from sua_portal.core.views import RedocView, SwaggerView, healthz, not_found
 from sua_portal.ensembles import urls as ensemble_urls
 from sua_portal.review import urls as review_urls
+from sua_portal.runs import start
 from sua_portal.runs import urls as run_urls
 from sua_portal.slides import urls as slide_urls
 
@@ -23,7 +24,10 @@ router.register("projects", ProjectViewSet, basename="project")
 router.register("tokens", ApiTokenViewSet, basename="token")
 
 urlpatterns = [
-    path("", pages.home, name="home"),
+    path("", start.home, name="home"),
+    path("projects/", pages.projects, name="projects"),
+    path("review/", start.worklist, name="worklist"),
+    path("demo-build/", pages.demo_build_panel, name="demo-build"),
     path("healthz", healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -17,7 +17,7 @@ import numpy as np
 
 from analysis.annotations import write_asap_xml, write_geojson
 from analysis.synthetic.slide import generate_slide
-from analysis.synthetic.spec import GENERATOR, Domain, LesionKind, Preset, SlideSpec
+from analysis.synthetic.spec import GENERATOR, Domain, LesionPlan, Preset, SlideSpec
 
 #: Splits of the default cohort, in order: (directory name, domain).
 SPLITS: tuple[tuple[str, Domain], ...] = (
@@ -74,7 +74,7 @@ class _Job:
 
 
 # Lesion plans of tumor slides, cycled through a cohort so that every split gets every size class.
-_LESION_PLANS: tuple[tuple[LesionKind, ...], ...] = (
+_LESION_PLANS: tuple[tuple[LesionPlan, ...], ...] = (
     ("macro", "itc"),
     ("micro", "micro", "itc"),
     ("micro",),
@@ -82,26 +82,42 @@ _LESION_PLANS: tuple[tuple[LesionKind, ...], ...] = (
     ("itc", "itc", "micro"),
     ("micro", "itc"),
 )
+# The demo's: every size class and, on every tumor slide, faint micro-metastases, the lesions an
+# ensemble is least sure of (so that each test domain has enough uncertain regions to compare methods on).
+_DEMO_LESION_PLANS: tuple[tuple[LesionPlan, ...], ...] = (
+    ("macro", "faint", "itc"),
+    ("micro", "faint", "faint"),
+    ("faint", "micro", "itc"),
+    ("macro", "faint", "faint"),
+    ("itc", "faint", "micro"),
+    ("micro", "faint", "itc"),
+)
 
 
 @dataclass(frozen=True)
 class _CohortPreset:
-    """Slides per split as (tumor, tumor-free), their sizes (cycled through), resolution (µm/px) and
-    whether macro-metastases fit (they do not on the small test slides: their lesion plans leave them out).
+    """Slides per split as (tumor, tumor-free), their sizes (cycled through), resolution (µm/px),
+    whether macro-metastases fit (they do not on the small test slides: their lesion plans leave them out)
+    and the lesion plans of the tumor slides (cycled through).
     """
 
     slides: Mapping[str, tuple[int, int]]
     sizes: tuple[tuple[int, int], ...]
     mpp: float
     macro: bool
+    plans: tuple[tuple[LesionPlan, ...], ...] = _LESION_PLANS
+    mimics: int = 0
 
 
 _PRESETS: dict[str, _CohortPreset] = {
     "demo": _CohortPreset(
-        slides={"train": (3, 3), "validation": (2, 2), "test_in_domain": (2, 2), "test_shifted": (2, 2)},
+        slides={"train": (3, 3), "validation": (2, 2), "test_in_domain": (4, 3), "test_shifted": (4, 3)},
         sizes=((8192, 6144), (6144, 8192), (7168, 7168), (8192, 7168), (7168, 6144)),
         mpp=1.0,
         macro=True,
+        plans=_DEMO_LESION_PLANS,
+        # Benign look-alikes of the faint lesions on every slide: the uncertain regions that are not tumor.
+        mimics=3,
     ),
     "test": _CohortPreset(
         slides={"train": (1, 1), "validation": (1, 1), "test_in_domain": (1, 1), "test_shifted": (1, 1)},
@@ -127,13 +143,13 @@ def _cohort_jobs(preset: Preset, seed: int) -> list[_Job]:
         labels = [labels[i] for i in rng.permutation(len(labels))]
         for k, tumor in enumerate(labels):
             w, h = p.sizes[n % len(p.sizes)]
-            lesions: tuple[LesionKind, ...] | None = None
+            lesions: tuple[LesionPlan, ...] | None = None
             if tumor:
-                plan = _LESION_PLANS[plan_i % len(_LESION_PLANS)]
+                plan = p.plans[plan_i % len(p.plans)]
                 plan_i += 1
                 lesions = plan if p.macro else tuple(k2 for k2 in plan if k2 != "macro") or ("micro",)
             spec = SlideSpec(seed=seed * 1000 + n, width=w, height=h, mpp=p.mpp, tumor=tumor, domain=domain,
-                             lesions=lesions)
+                             lesions=lesions, mimics=p.mimics)
             jobs.append(_Job(f"{split}_{k + 1:02d}", split, spec))
             n += 1
     return jobs

@@ -182,9 +182,10 @@ class LargeSlide:
     def lesions(self) -> tuple[Lesion, ...]:
         um = 1.0 / self.spec.mpp
         out = []
-        for (poly, _), n_cells in zip(self.layout.lesions, self._lesion_cells, strict=True):
+        for (poly, _), n_cells, faint in zip(self.layout.lesions, self._lesion_cells, self.layout.faint_lesions,
+                                             strict=True):
             major = major_axis(poly) / um
-            out.append(Lesion(poly, lesion_kind(major), major, poly.area * self.spec.mpp**2 / 1e6, n_cells))
+            out.append(Lesion(poly, lesion_kind(major), major, poly.area * self.spec.mpp**2 / 1e6, n_cells, faint))
         return tuple(out)
 
     def _column_windows(self, step_px: int) -> list[_Window]:
@@ -247,8 +248,10 @@ class LargeSlide:
             fibrous=L.fibrous[rows],
             density={name: d[rows] for name, d in L.density.items()},
             tumor_sdf=L.tumor_sdf[rows],
+            faint=L.faint[rows],
             angle=L.angle[rows],
             lesions=[(_transformed(p, 1, -y0), []) for (p, _), h in zip(L.lesions, self._home, strict=True) if h == i],
+            faint_lesions=[f for f, h in zip(L.faint_lesions, self._home, strict=True) if h == i],
         )
         strip_spec = replace(self.spec, height=CELL_STRIP_ROWS, levels=None)
         cells = place_cells(strip_spec, strip, self._renderer.banks, np.random.default_rng(self._strip_seeds[i]))

@@ -17,7 +17,7 @@ from shapely.geometry import Polygon
 
 from analysis.synthetic.cells import PLACED_TYPES
 from analysis.synthetic.grid import FieldGrid
-from analysis.synthetic.metastases import Metastases, lesion_plan, metastases
+from analysis.synthetic.metastases import Metastases, lesion_plan, metastases, mimics
 from analysis.synthetic.node import NodeRegions, fat_distance, node_regions, node_shape, place_nodes, vessels
 from analysis.synthetic.noise import smooth_noise
 from analysis.synthetic.shapes import Blob, as_polygon
@@ -42,10 +42,12 @@ class Layout:
     fibrous: F32
     density: dict[str, F32]
     tumor_sdf: F32  # pseudo-SDF of all lesions (px), > 0 inside
+    faint: F32  # weight of the faint micro-metastases (0..1)
     angle: F32  # orientation of the node outline (radians, tangent), for capsule fibroblasts
     nodes: list[Polygon]
     tissue: list[Polygon]
     lesions: list[tuple[Polygon, list[Blob]]]
+    faint_lesions: list[bool]  # per lesion: drawn faint
     node_centres: list[tuple[float, float]]
 
 
@@ -77,6 +79,8 @@ VESSEL_LUMEN = Compartment(0.0, 0.22, 0.0, cells={"rbc": 0.8})
 TUMOR_NESTS = Compartment(0.05, 0.3, cells={"tumor": 0.93})
 TUMOR_STROMA = Compartment(0.04, 0.58, 1.0, cells={"fibro": 0.25, "lymph": 0.08})
 NECROSIS = Compartment(0.14, 0.7, 0.0)
+#: Reactive histiocytes gathered in the node: large pale cells among fewer lymphocytes (a benign look-alike).
+HISTIOCYTE_AGGREGATE = Compartment(0.08, 0.3, 0.1, cells={"histiocyte": 0.75, "lymph": 0.3})
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,9 @@ def build_layout(spec: SlideSpec, rng: np.random.Generator) -> Layout:
     wall_w *= 1 - mets.tumor
     lumen_w *= 1 - mets.tumor
     fat_w *= 1 - np.maximum(wall_w, lumen_w)
-    canvas = _paint_compartments(grid, regions, mets, (wall_w, lumen_w), (n2, n3))
+    mimic_w = mimics(grid, spec, nodes, [p for p, _ in mets.lesions], regions.node)
+    mimic_w *= 1 - np.maximum(wall_w, lumen_w)
+    canvas = _paint_compartments(grid, regions, mets, (wall_w, lumen_w), (n2, n3), mimic_w)
     _paint(canvas.fibrous, fat_w, 0.0)
     # uneven staining across the slide
     stain_var = smooth_noise(rng, grid.shape, 900 / grid.sample_um)
@@ -142,8 +148,10 @@ def _paint_compartments(
     mets: Metastases,
     vessel: tuple[F32, F32],
     noise: tuple[F32, F32],
+    mimic_w: F32,
 ) -> _Canvas:
-    """Paint the compartments in order, each over the ones before; ``vessel`` = (wall, lumen) weights."""
+    """Paint the compartments in order, each over the ones before; ``vessel`` = (wall, lumen) weights,
+    ``mimic_w`` the weight of the histiocyte aggregates."""
     n2, n3 = noise
     canvas = _Canvas.blank(grid.shape)
     canvas.paint(regions.node, PARACORTEX)
@@ -160,6 +168,7 @@ def _paint_compartments(
         (regions.capsule, CAPSULE),
         (wall_w, VESSEL_WALL),
         (lumen_w, VESSEL_LUMEN),
+        (mimic_w, HISTIOCYTE_AGGREGATE),
         (mets.nests, TUMOR_NESTS),
         (mets.stroma, TUMOR_STROMA),
         (mets.necrosis, NECROSIS),
@@ -197,9 +206,11 @@ def _layout(
         fibrous=canvas.fibrous,
         density=canvas.density,
         tumor_sdf=np.clip(mets.sdf, -1e6, 1e6).astype(np.float32),
+        faint=mets.faint,
         angle=(tangent % math.pi).astype(np.float32),
         nodes=[as_polygon(Polygon(node.polygon(360))) for node in nodes],
         tissue=tissue_polys,
         lesions=mets.lesions,
+        faint_lesions=mets.faint_lesions,
         node_centres=[(n.cx, n.cy) for n in nodes],
     )

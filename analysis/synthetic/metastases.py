@@ -2,13 +2,15 @@
 
 Micro- and macro-metastases are cohesive nests separated by fibrous stroma, with
 necrosis in the middle of the largest; isolated tumor cells sit among the
-lymphocytes and get no stroma.
+lymphocytes and get no stroma.  A faint micro-metastasis is micro-sized but gets
+no nests or stroma either: a sparse spread of paler tumor cells among the
+lymphocytes (its weight field tells the cell placement where).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import shapely
@@ -18,12 +20,13 @@ from analysis.synthetic.grid import FieldGrid
 from analysis.synthetic.node import FAR_OUTSIDE
 from analysis.synthetic.noise import smoothstep
 from analysis.synthetic.shapes import Blob, as_polygon, major_axis, random_blob
-from analysis.synthetic.spec import F32, F64, ITC_MAX_UM, LesionKind, SlideSpec
+from analysis.synthetic.spec import F32, F64, ITC_MAX_UM, LesionKind, LesionPlan, SlideSpec
 
 _LESION_DIAMETER_UM: dict[str, tuple[float, float]] = {
     "itc": (22.0, 150.0),
     "micro": (320.0, 1700.0),
     "macro": (2200.0, 3600.0),
+    "faint": (350.0, 1100.0),
 }
 #: Where a metastasis's centre sits, as a fraction of the node radius along a random ray.
 _LESION_DEPTH: dict[str, tuple[float, float]] = {
@@ -31,8 +34,12 @@ _LESION_DEPTH: dict[str, tuple[float, float]] = {
     "micro": (0.2, 0.85),
     "macro": (0.0, 0.5),
 }
+#: Size of a benign look-alike (an aggregate of reactive histiocytes): that of a faint micro-metastasis.
+_MIMIC_DIAMETER_UM = (250.0, 800.0)
+#: Where a faint micro-metastasis sits and how it is shaped: as a micro-metastasis.
+_DRAWN_AS = {"faint": "micro"}
 #: Larger lesions are placed first: they need the most room.
-_PLACING_ORDER = {"macro": 0, "micro": 1, "itc": 2}
+_PLACING_ORDER = {"macro": 0, "micro": 1, "faint": 1, "itc": 2}
 
 
 @dataclass(frozen=True)
@@ -41,20 +48,24 @@ class Metastases:
 
     Attributes:
         lesions: outline (level-0 px) and the blobs it is the union of, per lesion.
+        faint_lesions: per lesion, whether it is a faint micro-metastasis.
         sdf: pseudo signed distance to the nearest lesion (px, float64), > 0 inside.
         tumor: weight of micro- and macro-metastases (float32), within the node.
         nests, stroma, necrosis: their cohesive nests, fibrous stroma and necrotic centres (float32).
+        faint: weight of the faint micro-metastases (float32), within the node.
     """
 
     lesions: list[tuple[Polygon, list[Blob]]]
+    faint_lesions: list[bool]
     sdf: F64
     tumor: F32
     nests: F32
     stroma: F32
     necrosis: F32
+    faint: F32
 
 
-def lesion_plan(spec: SlideSpec, rng: np.random.Generator) -> list[LesionKind]:
+def lesion_plan(spec: SlideSpec, rng: np.random.Generator) -> list[LesionPlan]:
     """Size classes of the metastases to draw: the spec's, or one to three chosen by the seed."""
     if not spec.tumor:
         return []
@@ -68,7 +79,7 @@ def lesion_plan(spec: SlideSpec, rng: np.random.Generator) -> list[LesionKind]:
 def metastases(
     grid: FieldGrid,
     spec: SlideSpec,
-    kinds: list[LesionKind],
+    kinds: list[LesionPlan],
     nodes: list[Blob],
     node_w: F32,
     noise: tuple[F32, F32],
@@ -81,9 +92,11 @@ def metastases(
     """
     um = grid.um
     lesions: list[tuple[Polygon, list[Blob]]] = []
+    faint_lesions: list[bool] = []
     inner_polys = [Polygon(node.polygon(256)).buffer(-(80 * um)) for node in nodes]
     tumor_sdf = np.full(grid.shape, FAR_OUTSIDE)
     region_sdf = np.full(grid.shape, FAR_OUTSIDE)  # micro/macro lesions: nests and stroma
+    faint_sdf = np.full(grid.shape, FAR_OUTSIDE)  # faint micro-metastases: tumor cells among lymphocytes
     plan: list[str] = sorted(kinds, key=lambda k: _PLACING_ORDER[k])
     while plan:
         kind = plan.pop(0)
@@ -100,15 +113,20 @@ def metastases(
             continue
         poly, blobs = outline
         lesions.append((poly, blobs))
+        faint_lesions.append(kind == "faint")
         bx0, by0, bx1, by1 = poly.bounds
         pad = 400 * um
         win = grid.window(by0 - pad, by1 + pad, bx0 - pad, bx1 + pad)
         for blob in blobs:
             sd = blob.sdf(grid.xs[win], grid.ys[win])
             tumor_sdf[win] = np.maximum(tumor_sdf[win], sd)
-            if major_axis(poly) / um >= ITC_MAX_UM:
+            if kind == "faint":
+                faint_sdf[win] = np.maximum(faint_sdf[win], sd)
+            elif major_axis(poly) / um >= ITC_MAX_UM:
                 region_sdf[win] = np.maximum(region_sdf[win], sd)
-    return _with_fields(grid, lesions, tumor_sdf, region_sdf, node_w, noise)
+    mets = _with_fields(grid, lesions, tumor_sdf, region_sdf, node_w, noise)
+    faint = (np.clip(faint_sdf / grid.f + 0.5, 0, 1) * node_w).astype(np.float32)
+    return replace(mets, faint_lesions=faint_lesions, faint=faint)
 
 
 def _with_fields(
@@ -119,7 +137,8 @@ def _with_fields(
     node_w: F32,
     noise: tuple[F32, F32],
 ) -> Metastases:
-    """Nests, stroma and necrosis of the micro- and macro-metastases from their distance ``region_sdf``."""
+    """Nests, stroma and necrosis of the micro- and macro-metastases from their distance ``region_sdf``
+    (no faint lesion: :func:`metastases` adds those)."""
     um = grid.um
     n2, n3 = noise
     tumor_w = np.clip(region_sdf / grid.f + 0.5, 0, 1).astype(np.float32) * node_w
@@ -131,11 +150,13 @@ def _with_fields(
         necrosis_w = tumor_w * smoothstep(450.0, 700.0, (region_sdf / um + 150 * n2).astype(np.float32))
     return Metastases(
         lesions=lesions,
+        faint_lesions=[False] * len(lesions),
         sdf=tumor_sdf,
         tumor=tumor_w,
         nests=tumor_w * nest,
         stroma=tumor_w * (1 - nest),
         necrosis=necrosis_w,
+        faint=np.zeros(grid.shape, np.float32),
     )
 
 
@@ -161,13 +182,13 @@ def place_lesion(
         theta = rng.uniform(-math.pi, math.pi)
         rr = node.radius_at(theta)
         # a depth is drawn for every size class, the one of this kind is used (the generator's draw order)
-        u = {k: rng.uniform(*depth) for k, depth in _LESION_DEPTH.items()}[kind]
+        u = {k: rng.uniform(*depth) for k, depth in _LESION_DEPTH.items()}[_DRAWN_AS.get(kind, kind)]
         cx, cy = node.cx + u * rr * math.cos(theta), node.cy + u * rr * math.sin(theta)
         rad = diameter / 2
         if kind == "itc":
             blobs = [random_blob(rng, cx, cy, rad, aspect=(0.6, 1.0), roughness=0.05, orders=(2, 4))]
         else:
-            n_lobes = 1 if kind == "micro" and rng.random() < 0.5 else int(rng.integers(2, 4))
+            n_lobes = 1 if _DRAWN_AS.get(kind, kind) == "micro" and rng.random() < 0.5 else int(rng.integers(2, 4))
             blobs = [random_blob(rng, cx, cy, rad * 0.85, aspect=(0.5, 0.95), roughness=0.09)]
             for _ in range(n_lobes - 1):
                 a = rng.uniform(-math.pi, math.pi)
@@ -188,3 +209,37 @@ def place_lesion(
         return poly, blobs
     return None
 
+
+
+def mimics(grid: FieldGrid, spec: SlideSpec, nodes: list[Blob], lesions: list[Polygon], node_w: F32) -> F32:
+    """Weight (ny, nx) of ``spec.mimics`` aggregates of reactive histiocytes inside the nodes, clear of the
+    metastases: benign look-alikes of a faint micro-metastasis.  They come from a random stream of their
+    own, so that the rest of the slide is the same with or without them; one that finds no room is left out.
+    """
+    out = np.zeros(grid.shape, np.float32)
+    if spec.mimics == 0 or not nodes:
+        return out
+    rng = np.random.default_rng([spec.seed, 0x3A1C])
+    um = grid.um
+    inner = [Polygon(node.polygon(256)).buffer(-(120 * um)) for node in nodes]
+    taken = list(lesions)
+    sdf = np.full(grid.shape, FAR_OUTSIDE)
+    for _ in range(spec.mimics):
+        for _attempt in range(60):
+            ni = int(rng.integers(len(nodes)))
+            node = nodes[ni]
+            theta = rng.uniform(-math.pi, math.pi)
+            rr = node.radius_at(theta) * rng.uniform(0.15, 0.85)
+            radius = rng.uniform(*_MIMIC_DIAMETER_UM) * um / 2
+            blob = random_blob(rng, node.cx + rr * math.cos(theta), node.cy + rr * math.sin(theta), radius,
+                               aspect=(0.5, 0.95), roughness=0.09)
+            poly = Polygon(blob.polygon(128))
+            if not poly.is_valid or not poly.within(inner[ni]) or any(poly.distance(t) < 150 * um for t in taken):
+                continue
+            taken.append(poly)
+            bx0, by0, bx1, by1 = poly.bounds
+            win = grid.window(by0 - 100 * um, by1 + 100 * um, bx0 - 100 * um, bx1 + 100 * um)
+            sdf[win] = np.maximum(sdf[win], blob.sdf(grid.xs[win], grid.ys[win]))
+            break
+    out[...] = np.clip(sdf / grid.f + 0.5, 0, 1) * node_w
+    return out

@@ -16,7 +16,7 @@ from shapely.geometry import Polygon
 from analysis.synthetic.grid import FieldGrid
 from analysis.synthetic.noise import smooth_noise, smoothstep
 from analysis.synthetic.shapes import Blob, random_blob
-from analysis.synthetic.spec import F32, F64, LesionKind, SlideSpec
+from analysis.synthetic.spec import F32, F64, LesionPlan, SlideSpec
 
 #: Pseudo signed distance of samples that lie in no outline (px).
 FAR_OUTSIDE = -1e9
@@ -50,7 +50,7 @@ class NodeRegions:
     germinal_centre: F32
 
 
-def place_nodes(spec: SlideSpec, kinds: list[LesionKind], rng: np.random.Generator) -> tuple[list[Blob], list[Blob]]:
+def place_nodes(spec: SlideSpec, kinds: list[LesionPlan], rng: np.random.Generator) -> tuple[list[Blob], list[Blob]]:
     """Outlines of one or two lymph nodes and of the fat around each, all inside the slide.
 
     Two nodes only on a slide over 3 mm wide and high and without a macro-metastasis.

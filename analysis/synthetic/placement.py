@@ -53,6 +53,18 @@ PLACEMENT_ORDER: tuple[str, ...] = ("tumor", "tbm", "histiocyte", "fibro", "cent
 _LATTICE_JITTER = 0.28
 #: Share of tumor cells drawn as mitotic figures.
 _MITOSIS_SHARE = 0.008
+#: In a faint micro-metastasis: the share of the tumor lattice kept (0.9 elsewhere in a lesion), the share
+#: of the other cells' density kept among them (``among_tumor`` elsewhere), and how much paler its nuclei are.
+_FAINT_TUMOR = 0.36
+_FAINT_OTHERS = 0.6
+_FAINT_PALER = 0.25
+
+
+def _faint_at(layout: Layout, x: F64, y: F64) -> F32:
+    """The faint-lesion weight at ``(x, y)`` (zeros on slides without one, without sampling)."""
+    if not layout.faint.any():
+        return np.zeros(x.size, np.float32)
+    return _sample_field(layout.faint, layout.f, x, y)
 
 
 def _thinned_lattice(
@@ -64,11 +76,14 @@ def _thinned_lattice(
     x, y = _hex_grid(rng, spec.width, spec.height, cell.spacing_um * um, _LATTICE_JITTER)
     p = _sample_field(layout.density[cell.name], layout.f, x, y)
     ts = _sample_field(layout.tumor_sdf, layout.f, x, y)
+    faint = _faint_at(layout, x, y)
     if cell.name == "tumor":
-        p = np.where(ts > 3.0 * um, np.maximum(p, 0.9), 0.0).astype(np.float32)
+        dense = 0.9 + (_FAINT_TUMOR - 0.9) * faint
+        p = np.where(ts > 3.0 * um, np.maximum(p, dense), 0.0).astype(np.float32)
     else:
-        # no other cell where tumor cells are (ITCs sit among lymphocytes)
-        p = np.where(ts > -2.0 * um, p * cell.among_tumor, p).astype(np.float32)
+        # no other cell where tumor cells are (ITCs sit among lymphocytes, and so do faint lesions' cells)
+        share = cell.among_tumor + (max(_FAINT_OTHERS, cell.among_tumor) - cell.among_tumor) * faint
+        p = np.where(ts > -2.0 * um, p * share, p).astype(np.float32)
     keep = rng.random(x.size) < p
     return x[keep], y[keep]
 
@@ -118,6 +133,7 @@ def _stamps(
     amp = np.exp(rng.normal(0, 0.12, n)).astype(np.float32)
     bank = np.full(n, names.index(cell.name), np.int8)
     if cell.name == "tumor":
+        amp *= 1.0 - _FAINT_PALER * _faint_at(layout, x, y)
         mit = rng.random(n) < _MITOSIS_SHARE
         bank[mit] = names.index("mitosis")
         idx[mit] = rng.integers(banks["mitosis"].count, size=int(mit.sum()))

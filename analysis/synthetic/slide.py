@@ -34,7 +34,7 @@ def generate_slide(spec: SlideSpec, path: str | os.PathLike[str]) -> SyntheticSl
     lesions = []
     cx, cy = renderer.cells.x, renderer.cells.y
     tumor_bank = np.isin(renderer.cells.bank, [renderer.cells.bank_names.index(n) for n in ("tumor", "mitosis")])
-    for poly, _ in renderer.layout.lesions:
+    for (poly, _), faint in zip(renderer.layout.lesions, renderer.layout.faint_lesions, strict=True):
         major = major_axis(poly) / um
         n_cells = int(shapely.contains_xy(poly, cx[tumor_bank] + 0.5, cy[tumor_bank] + 0.5).sum())
         lesions.append(
@@ -44,6 +44,7 @@ def generate_slide(spec: SlideSpec, path: str | os.PathLike[str]) -> SyntheticSl
                 major_axis_um=major,
                 area_mm2=poly.area * spec.mpp**2 / 1e6,
                 n_cells=n_cells,
+                faint=faint,
             )
         )
     return SyntheticSlide(

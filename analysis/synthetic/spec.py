@@ -13,6 +13,9 @@ from shapely.geometry import Polygon
 
 Domain = Literal["in-domain", "shifted"]
 LesionKind = Literal["itc", "micro", "macro"]
+#: What a slide's plan may ask for: a size class, or "faint", a micro-metastasis drawn faint (a sparse,
+#: discohesive spread of paler tumor cells among the lymphocytes, no nests or stroma: easily missed).
+LesionPlan = Literal["itc", "micro", "macro", "faint"]
 Preset = Literal["demo", "test"]
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -51,9 +54,12 @@ class SlideSpec:
         levels: pyramid levels including level 0 (each half the previous size);
             ``None`` = enough for the smallest to fit one tile, and at least 5.
         lesions: size classes of the metastases to draw (``"itc"``, ``"micro"``,
-            ``"macro"``) on a tumor slide; ``None`` = one to three chosen by the seed.
-            A lesion too large for the node is drawn as large as fits and reported
-            with the class of its actual size.
+            ``"macro"``, or ``"faint"``: a faint micro-metastasis) on a tumor slide;
+            ``None`` = one to three chosen by the seed.  A lesion too large for the
+            node is drawn as large as fits and reported with the class of its actual size.
+        mimics: benign look-alikes of a faint micro-metastasis to draw in the nodes:
+            aggregates of reactive histiocytes (large pale cells among the lymphocytes,
+            as in sinus histiocytosis), on tumor and tumor-free slides alike.
     """
 
     seed: int = 0
@@ -65,7 +71,8 @@ class SlideSpec:
     tile_size: int = 256
     jpeg_quality: int = 85
     levels: int | None = None
-    lesions: tuple[LesionKind, ...] | None = None
+    lesions: tuple[LesionPlan, ...] | None = None
+    mimics: int = 0
 
     def __post_init__(self) -> None:
         if self.width < 64 or self.height < 64:
@@ -78,12 +85,14 @@ class SlideSpec:
             raise ValueError(f"tile_size must be a positive multiple of 16, got {self.tile_size}")
         if not (1 <= self.jpeg_quality <= 100):
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.mimics < 0:
+            raise ValueError(f"mimics must be >= 0, got {self.mimics}")
         if self.levels is not None and self.levels < 1:
             raise ValueError(f"levels must be >= 1, got {self.levels}")
         if self.lesions is not None:
-            bad = [k for k in self.lesions if k not in ("itc", "micro", "macro")]
+            bad = [k for k in self.lesions if k not in ("itc", "micro", "macro", "faint")]
             if bad:
-                raise ValueError(f"unknown lesion kinds {bad}; use 'itc', 'micro' or 'macro'")
+                raise ValueError(f"unknown lesion kinds {bad}; use 'itc', 'micro', 'macro' or 'faint'")
             if self.tumor and not self.lesions:
                 raise ValueError("a tumor slide needs at least one lesion (or lesions=None)")
 
@@ -106,22 +115,26 @@ class SlideSpec:
 
 @dataclass(frozen=True)
 class Lesion:
-    """One metastasis: its outline (level-0 pixels), size class and size."""
+    """One metastasis: its outline (level-0 pixels), size class and size; ``faint`` if drawn faint."""
 
     polygon: Polygon
     kind: LesionKind
     major_axis_um: float
     area_mm2: float
     n_cells: int
+    faint: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """Summary without the outline (which lives in the annotation files)."""
-        return {
+        out: dict[str, Any] = {
             "kind": self.kind,
             "major_axis_um": round(self.major_axis_um, 1),
             "area_mm2": round(self.area_mm2, 5),
             "n_cells": self.n_cells,
         }
+        if self.faint:
+            out["faint"] = True
+        return out
 
 
 @dataclass(frozen=True)

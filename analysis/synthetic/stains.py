@@ -37,15 +37,15 @@ IN_DOMAIN = StainModel(
 )
 
 SHIFTED = StainModel(
-    h_vec=(0.70, 0.66, 0.27),  # bluer haematoxylin
-    e_vec=(0.09, 0.86, 0.50),  # redder, more magenta eosin
-    h_scale=1.12,
-    e_scale=0.85,
-    white=(236.0, 230.0, 214.0),  # warmer, dimmer illumination
-    noise_sigma=3.5,
-    blur_passes=2,
-    saturation=0.78,
-    gamma=1.12,
+    h_vec=(0.76, 0.62, 0.20),  # bluer haematoxylin
+    e_vec=(0.05, 0.88, 0.47),  # redder, more magenta eosin
+    h_scale=1.3,  # a darker haematoxylin ...
+    e_scale=0.72,  # ... and a paler eosin than in-domain
+    white=(232.0, 224.0, 202.0),  # warmer, dimmer illumination
+    noise_sigma=4.5,
+    blur_passes=4,  # a softer optical path
+    saturation=0.7,
+    gamma=1.2,
 )
 
 

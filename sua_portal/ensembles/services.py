@@ -14,7 +14,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,20 +194,30 @@ def start_training(*, project: Any, name: str, cohorts: Sequence[Cohort], valida
     return ensemble
 
 
-def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, workers: int = 1) -> None:
+def _training_config(ensemble: Ensemble) -> Any:
+    """The ensemble's training settings as an ``analysis.training.TrainingConfig``."""
+    # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
+    from analysis.training import TrainingConfig
+
+    return TrainingConfig.from_dict({k: v for k, v in ensemble.training_config.items() if k != "validation_cohorts"})
+
+
+def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, workers: int = 1,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Train every member; progress (epoch, loss, validation score) lands in member.history.
+
+    ``echo`` gets each epoch as a line of text, ``on_epoch`` as the dictionary stored in the history.
 
     ``workers`` > 1 trains that many members side by side in spawned processes: for a
     management command, never inside a Celery prefork child (daemonic, it may not have any).
     """
     # analysis.training imports torch, which a Celery parent must not import before it forks its workers.
-    from analysis.training import TrainingConfig, train_ensemble
+    from analysis.training import train_ensemble
 
     ensemble = Ensemble.objects.get(pk=ensemble_id)
     if ensemble.status != Ensemble.Status.TRAINING:
         return  # already trained (a redelivered task): nothing to do
-    config = TrainingConfig.from_dict({k: v for k, v in ensemble.training_config.items()
-                                       if k != "validation_cohorts"})
+    config = _training_config(ensemble)
     validation = Cohort.objects.filter(pk__in=ensemble.training_config.get("validation_cohorts", []))
     # With object storage the slides are copies in this machine's cache: none may go while training reads them.
     pins = ExitStack()
@@ -226,6 +236,8 @@ def train(ensemble_id: int, *, echo: Any = None, threads: int | None = None, wor
                 history=[*rows[report.member].history, report.as_dict()]
             )
             rows[report.member].history.append(report.as_dict())
+            if on_epoch is not None:
+                on_epoch(report.as_dict())
             if echo is not None:
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in report.as_dict().items()}
                 echo(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items()))
@@ -436,6 +448,8 @@ def load_demo_ensemble(
     overrides: dict[str, Any] | None = None,
     threads: int | None = None,
     log_line: Any = log.info,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_heatmaps: Callable[[Ensemble, int, int], None] | None = None,
 ) -> Ensemble:
     """Train the demo ensemble and compute every validation and test heatmap.
 
@@ -443,6 +457,9 @@ def load_demo_ensemble(
     trained ensemble and a computed heatmap are kept.  The SUA step is the demo run's
     (:mod:`sua_portal.runs`). ``preset`` names the training preset
     (:data:`analysis.training.TRAINING_PRESETS`), ``overrides`` settings over it.
+    Progress: ``on_epoch`` gets each member's finished epochs (as :func:`train` does; then
+    ``log_line`` gets no epoch lines), ``on_heatmaps(ensemble, done, total)`` is called before
+    the heatmaps and after each slide's.
     """
     train_cohorts = [c for c in cohorts if c.split == Cohort.Split.TRAIN]
     validation = [c for c in cohorts if c.split == Cohort.Split.VALIDATION]
@@ -460,14 +477,20 @@ def load_demo_ensemble(
         log_line(f"Training the {DEMO_ENSEMBLE.lower()} ({preset!r} preset) on {len(train_cohorts)} cohort(s) ...")
         # Members side by side, one thread each: the tiny network on 32 px patches is too little work
         # per step to split, and a second intra-op thread made epochs slower (9.8 s against 7.3 s).
-        train(ensemble.pk, echo=log_line, threads=1, workers=threads or os.cpu_count() or 1)
+        # Every member at once (up to 4 a core): 5 members 2 at a time leave a core idle for the last one.
+        cores = threads or os.cpu_count() or 1
+        members = _training_config(ensemble).members
+        train(ensemble.pk, echo=None if on_epoch else log_line, threads=1,
+              workers=max(cores, min(members, 4 * cores)), on_epoch=on_epoch)
         ensemble.refresh_from_db()
         log_line(f"{DEMO_ENSEMBLE}: {ensemble.members.count()} members trained in {time.monotonic() - started:.0f} s")
     else:
         log_line(f"{DEMO_ENSEMBLE}: trained already")
 
-    slides = Slide.objects.filter(cohort__in=evaluated, status=Slide.Status.READY).order_by("cohort", "name")
-    for slide in slides:
+    slides = list(Slide.objects.filter(cohort__in=evaluated, status=Slide.Status.READY).order_by("cohort", "name"))
+    for done, slide in enumerate(slides):
+        if on_heatmaps is not None:
+            on_heatmaps(ensemble, done, len(slides))
         heatmap, _ = SlideHeatmap.objects.get_or_create(ensemble=ensemble, slide=slide)
         if heatmap.status == SlideHeatmap.Status.DONE:
             continue
@@ -477,4 +500,6 @@ def load_demo_ensemble(
         heatmap.refresh_from_db()
         log_line(f"heatmaps of {slide.name}: {outcome} in {time.monotonic() - started:.1f} s"
                  + (f" ({heatmap.failure_reason})" if heatmap.failure_reason else ""))
+    if on_heatmaps is not None:
+        on_heatmaps(ensemble, len(slides), len(slides))
     return ensemble

@@ -914,12 +914,14 @@ def load_demo_cohorts(
     seed: int = 0,
     progress: Callable[[Iterable[Path]], Iterable[Path]] | None = None,
     log_line: Callable[[str], None] = log.info,
+    generated: Callable[[int, int], None] | None = None,
 ) -> list[Cohort]:
     """Generate the synthetic cohort into ``out_dir`` (once) and import its four splits into ``project``.
 
     Idempotent: an existing ``manifest.json`` of the same preset and seed skips
     the generation, slides already imported are skipped by SHA-256.  Slides
     are checked in this process, so they are ready when this returns.
+    ``generated(done, total)`` is called as each slide is written.
     """
 
     out_dir = Path(out_dir)
@@ -929,7 +931,8 @@ def load_demo_cohorts(
         manifest = json.loads(manifest_path.read_text())
     if manifest.get("preset") != preset or manifest.get("seed") != seed:
         log_line(f"Generating the synthetic {preset!r} cohort into {out_dir} (once) ...")
-        generate_cohort(out_dir, preset=preset, seed=seed)  # type: ignore[arg-type]
+        generate_cohort(out_dir, preset=preset, seed=seed,  # type: ignore[arg-type]
+                        progress=None if generated is None else lambda done, total, _: generated(done, total))
         manifest = json.loads(manifest_path.read_text())
     domains = {entry["name"]: entry["domain"] for entry in manifest.get("splits", [])}
     cohorts = []

@@ -30,6 +30,7 @@ from analysis.synthetic import (
     lesion_kind,
     main,
 )
+from analysis.synthetic.cohort import _cohort_jobs
 
 #: 4096 x 2048 at 1 um/px: large-image counts five levels (4096 / 256 = 2**4), fast to render.
 TUMOR_SPEC = SlideSpec(seed=7, width=4096, height=2048, mpp=1.0, lesions=("micro", "itc"))
@@ -206,6 +207,68 @@ def test_a_macro_metastasis_is_over_two_millimetres(tmp_path: Path) -> None:
     slide = generate_slide(spec, tmp_path / "m.tiff")
     assert [lesion.kind for lesion in slide.lesions] == ["macro"]
     assert slide.lesions[0].major_axis_um > MACRO_MIN_UM
+
+
+def test_a_faint_micro_metastasis_is_a_sparse_spread_of_tumor_cells(tmp_path: Path) -> None:
+    slide = generate_slide(SlideSpec(seed=21, width=6144, height=6144, mpp=1.0, lesions=("micro", "faint")),
+                           tmp_path / "f.tiff")
+    faint = [lesion for lesion in slide.lesions if lesion.faint]
+    cohesive = [lesion for lesion in slide.lesions if not lesion.faint]
+    assert len(faint) == 1 and len(cohesive) == 1
+    # A micro-metastasis by its size, so it counts as one; in the manifest it says it is faint.
+    assert faint[0].kind == "micro" and faint[0].to_json()["faint"] is True and "faint" not in cohesive[0].to_json()
+    # Tumor cells per mm2: well under half of a cohesive metastasis's (lymphocytes stay among them).
+    assert faint[0].n_cells / faint[0].area_mm2 < 0.5 * cohesive[0].n_cells / cohesive[0].area_mm2
+    # No nests and no stroma: lymphocytes stay among its cells (the cohesive one has almost none).
+    pixels = tifffile.imread(slide.path, key=0)
+    dark = rgb2hed(pixels)[..., 0] > 0.12  # small dense nuclei: lymphocytes take up the most haematoxylin
+
+    def dark_share(region: shapely.Geometry) -> float:
+        x0, y0, x1, y1 = (int(v) for v in region.bounds)
+        yy, xx = np.mgrid[y0:y1, x0:x1]
+        return float(dark[y0:y1, x0:x1][shapely.contains_xy(region, xx + 0.5, yy + 0.5)].mean())
+
+    assert dark_share(faint[0].polygon.buffer(-20)) > 2 * dark_share(cohesive[0].polygon.buffer(-20))
+
+
+def test_look_alikes_are_drawn_in_the_node_and_leave_the_truth_alone(tmp_path: Path) -> None:
+    spec = SlideSpec(seed=21, width=4096, height=4096, mpp=1.0, lesions=("faint",))
+    plain = generate_slide(spec, tmp_path / "plain.tiff")
+    with_mimics = generate_slide(SlideSpec(**{**spec.__dict__, "mimics": 3}), tmp_path / "mimics.tiff")
+    # The same tissue and truth: the look-alikes come from their own random stream and are not tumor.
+    assert [p.wkt for p in plain.polygons] == [p.wkt for p in with_mimics.polygons]
+    assert [p.wkt for p in plain.nodes] == [p.wkt for p in with_mimics.nodes]
+    # At the scale of the aggregates (64 px blocks) the slides differ only there: in the node, never in a lesion
+    # (cells elsewhere may be drawn with other stamps: the cell placement's draws follow the densities).
+    k = 64
+
+    def blocks(path: Path) -> np.ndarray:
+        pixels = tifffile.imread(path, key=0).astype(float)
+        return pixels.reshape(4096 // k, k, 4096 // k, k, 3).mean(axis=(1, 3))
+
+    diff = np.abs(blocks(plain.path) - blocks(with_mimics.path)).sum(axis=-1)
+    assert np.median(diff) < 1 and (diff > 30).sum() >= 10
+    ys, xs = np.nonzero(diff > 30)
+    centres_x, centres_y = xs * k + k / 2, ys * k + k / 2
+    assert shapely.contains_xy(shapely.union_all(with_mimics.nodes), centres_x, centres_y).all()
+    assert not shapely.contains_xy(shapely.union_all(with_mimics.polygons), centres_x, centres_y).any()
+    with pytest.raises(ValueError, match="mimics"):
+        SlideSpec(mimics=-1)
+
+
+def test_the_demo_cohort_is_made_to_be_hard() -> None:
+    # Every test domain: two tumor-free slides at least; every tumor slide a faint micro-metastasis;
+    # look-alikes on every slide.
+    jobs = _cohort_jobs("demo", 0)
+    for split in ("test_in_domain", "test_shifted"):
+        specs = [job.spec for job in jobs if job.split == split]
+        assert sum(not spec.tumor for spec in specs) >= 2
+    for job in jobs:
+        assert job.spec.mimics > 0
+        if job.spec.tumor:
+            assert job.spec.lesions is not None and "faint" in job.spec.lesions
+    # The test preset stays as it was: no faint lesions, no look-alikes.
+    assert all(job.spec.mimics == 0 and "faint" not in (job.spec.lesions or ()) for job in _cohort_jobs("test", 0))
 
 
 # ------------------------------------------------------------------------------- domain shift

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,3 +90,32 @@ def test_two_signals_stop_the_command_and_the_embedded_servers(tmp_path: Path, s
     while _processes_under(var) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_under(var) == []
+
+
+def _devenv_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("devenv", ROOT / "scripts" / "devenv.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_demo_builds_lines_reach_the_terminal_with_progress_thinned(capsys: pytest.CaptureFixture[str]) -> None:
+    # `make demo` shows the build's steps as they come, but an epoch or a slide only every so often.
+    devenv = _devenv_module()
+    lines = [
+        "Generating the synthetic 'demo' cohort into var/demo-cohort-demo (once) ...",
+        *[f"slides: {i} of 24 generated" for i in range(1, 25)],
+        "Demo cohorts in 'Demo': Demo train, Demo validation (24 slides, 80 s)",
+        *[f"training: member {m} of 5, epoch {e} of 12 (validation Dice 0.9)" for e in range(1, 13) for m in range(1, 6)],
+        "The demo run's dashboard: /runs/1/",
+    ]
+    stream = io.BytesIO("".join(line + "\n" for line in lines).encode())
+    devenv._echo_build(stream, time.monotonic())
+    shown = [re.sub(r"^\s*demo\s+\d+:\d\d  ", "", line) for line in capsys.readouterr().out.splitlines()]
+    # Every line that is not progress, in order; of the 84 progress lines the first of each step (they all
+    # came at once: the next would be due PROGRESS_EVERY seconds later).
+    assert shown == [lines[0], "slides: 1 of 24 generated", lines[25],
+                     "training: member 1 of 5, epoch 1 of 12 (validation Dice 0.9)", lines[-1]]

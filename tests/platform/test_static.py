@@ -22,7 +22,7 @@ def _entry_modules() -> list[str]:
 
 
 def test_the_pages_load_their_scripts_as_modules() -> None:
-    assert _entry_modules() == ["app/run.js", "app/upload.js", "app/viewer.js"]
+    assert _entry_modules() == ["app/build.js", "app/run.js", "app/upload.js", "app/viewer.js"]
 
 
 @pytest.mark.django_db
@@ -47,5 +47,5 @@ def test_every_module_and_its_imports_are_served_as_javascript_after_collectstat
         assert response["Content-Type"].split(";")[0] in ("text/javascript", "application/javascript"), url
         source = response.getvalue().decode()
         todo += [url.rsplit("/", 1)[0] + "/" + name[2:] for name in IMPORT.findall(source)]
-    assert {url.rsplit("/", 1)[1] for url in seen} == {"viewer.js", "layers.js", "upload.js", "http.js", "run.js"}
+    assert {url.rsplit("/", 1)[1] for url in seen} == {"viewer.js", "layers.js", "upload.js", "http.js", "run.js", "build.js"}
     assert (settings.STATIC_ROOT / "openseadragon" / "openseadragon.min.js").is_file()

@@ -8,10 +8,12 @@ from typing import Any
 
 from django.core.management import call_command
 
+from sua_portal.core.models import DemoBuild
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.ensembles.services import DEMO_ENSEMBLE
 from sua_portal.runs.models import Region, Run
 from sua_portal.runs.services import DEMO_RUN, review_run
+from sua_portal.slides.services import DEMO_COHORTS
 
 
 def test_the_demo_loader_trains_and_finishes_the_demo_run_once(
@@ -34,6 +36,14 @@ def test_the_demo_loader_trains_and_finishes_the_demo_run_once(
     assert regions.filter(is_false_negative=True).exists()
     assert regions.filter(flagged=True).exists(), out.getvalue()
     assert f"/runs/{run.pk}/" in out.getvalue()
+    # What the pages show of the build: done, each step's numbers, the results linked in the order they came.
+    build = DemoBuild.objects.get(project=people["own"])
+    assert build.step == "done" and build.finished is not None and build.failure_reason == ""
+    assert build.counts["slides_done"] == build.counts["slides_total"] == 8
+    assert build.counts["member_epochs"] == [2, 2] and build.counts["heatmaps_done"] == 6
+    assert [link["label"] for link in build.links][:4] == [name for _, name, _ in DEMO_COHORTS]
+    assert {"url": f"/runs/{run.pk}/", "label": f"{DEMO_RUN}: the dashboard"} in build.links
+    assert {"url": f"/api/ensembles/{ensemble.pk}/", "label": f"{DEMO_ENSEMBLE} (2 members)"} in build.links
     flags = sorted(regions.values_list("pk", "flagged"))
     files = sorted(heatmaps.values_list("segmentation", flat=True))
 

@@ -96,6 +96,7 @@ def test_the_cohort_page_lists_slides_with_thumbnails_status_and_tumor(
     demo_cohort: Cohort, signed_in_page: Any, live_server: Any, screens: Path,
 ) -> None:
     page = signed_in_page("researcher")
+    page.click("nav >> text=Projects")  # a researcher starts on the runs
     link = page.locator(f"a.cohort-link[href='/cohorts/{demo_cohort.pk}/']")
     assert link.inner_text() == "Sentinel nodes"
     page.screenshot(path=str(screens / "home.png"))
