@@ -229,6 +229,12 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
   state.regionsLoaded = 0;
   state.activeRegion = null;
 
+  /** @type {Promise<void>} */
+  const slideOpen = new Promise((resolve) => {
+    if (viewer.world.getItemCount() > 0) resolve();
+    else viewer.addOnceHandler("open", () => resolve());
+  });
+
   function current() {
     return heatmaps.find((h) => String(h.id) === ensembleSelect.value);
   }
@@ -240,7 +246,10 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
    * @param {() => boolean} stillWanted false once the user chose something else meanwhile
    * @param {(item: OpenSeadragon.TiledImage) => void} added
    */
-  function addPyramid(pyramid, index, stillWanted, added) {
+  async function addPyramid(pyramid, index, stillWanted, added) {
+    // After the slide: it is the world's first item, whose pixels every layer and scale is measured in.
+    await slideOpen;
+    if (!stillWanted()) return;
     const tiles = pyramid.tiles;
     viewer.addTiledImage({
       // A custom tile source: OpenSeadragon asks getTileUrl for each tile (its type declarations want a TileSource).
@@ -290,7 +299,7 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     const pyramid = await getJSON(urlWithId(heatmapLayerUrl, heatmap.id).replace("/KIND/", "/" + encodeURIComponent(kind) + "/"));
     if (!stillWanted()) return;
     if (pyramid.legend) drawLegend(pyramid.legend, pyramid.ensemble || heatmap.ensemble_name);
-    addPyramid(pyramid, 1, stillWanted, (item) => {
+    await addPyramid(pyramid, 1, stillWanted, (item) => {
       if (overlay) viewer.world.removeItem(overlay);
       overlay = item;
       state.overlay = kind;
@@ -308,7 +317,7 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     /** @type {Pyramid} */
     const pyramid = await getJSON(shown.masks[method]);
     if (!stillWanted()) return;
-    addPyramid(pyramid, 2, stillWanted, (item) => {
+    await addPyramid(pyramid, 2, stillWanted, (item) => {
       if (maskOverlay) viewer.world.removeItem(maskOverlay);
       maskOverlay = item;
       state.mask = method;
