@@ -47,5 +47,6 @@ def test_every_module_and_its_imports_are_served_as_javascript_after_collectstat
         assert response["Content-Type"].split(";")[0] in ("text/javascript", "application/javascript"), url
         source = response.getvalue().decode()
         todo += [url.rsplit("/", 1)[0] + "/" + name[2:] for name in IMPORT.findall(source)]
-    assert {url.rsplit("/", 1)[1] for url in seen} == {"viewer.js", "layers.js", "upload.js", "http.js", "run.js", "build.js"}
+    assert {url.rsplit("/", 1)[1] for url in seen} == {
+        "viewer.js", "layers.js", "vector.js", "upload.js", "http.js", "run.js", "build.js"}
     assert (settings.STATIC_ROOT / "openseadragon" / "openseadragon.min.js").is_file()
