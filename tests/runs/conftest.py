@@ -12,12 +12,23 @@ from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noq
 
 
 def compute_heatmaps_here(run: Any) -> None:
-    """Every heatmap a run queued, computed in this process (tests that are not about the worker)."""
+    """Every heatmap a run queued, computed in this process (tests that are not about the worker).
+
+    The queued tasks also went to this test process's broker: where an earlier test started the
+    session's Celery worker, it may claim a heatmap too; the later claim wins and the other stands
+    down, so a heatmap this process did not finish is waited for until the worker has.
+    """
     from sua_portal.ensembles import services as ensembles
     from sua_portal.ensembles.models import SlideHeatmap
+    from tests.conftest import wait_for
 
-    for heatmap in SlideHeatmap.objects.filter(ensemble=run.ensemble, status=SlideHeatmap.Status.QUEUED):
-        assert ensembles.infer(heatmap.pk) == "done", heatmap.failure_reason
+    pending = [SlideHeatmap.Status.QUEUED, SlideHeatmap.Status.RUNNING]
+    for heatmap in SlideHeatmap.objects.filter(ensemble=run.ensemble, status__in=pending):
+        if ensembles.infer(heatmap.pk) != "done":
+            wait_for(lambda: SlideHeatmap.objects.filter(pk=heatmap.pk).exclude(status__in=pending).exists(),
+                     timeout=120, what=f"the worker to finish heatmap {heatmap.pk}")
+        heatmap.refresh_from_db()
+        assert heatmap.status == SlideHeatmap.Status.DONE, heatmap.failure_reason
 
 
 @pytest.fixture
@@ -31,7 +42,8 @@ def start(people: dict[str, Any], make_ensemble: Callable[..., Any],  # noqa: F8
         return services.start_run(
             project=people["own"], ensemble=ensemble, validation=[demo_cohorts["validation"]],
             test=[demo_cohorts["test_in_domain"], demo_cohorts["test_shifted"]],
-            values={"bootstrap": 50, **values}, user=people["researcher"])
+            values={"bootstrap": 50, **values}, user=people["researcher"],
+            queue=False)  # carried through in the test's process, not by a session worker
 
     return go
 
