@@ -11,8 +11,8 @@ from sua_portal.accounts.views import ApiTokenViewSet, ProjectViewSet, me
 from sua_portal.core import pages
 from sua_portal.core.views import RedocView, SwaggerView, healthz, not_found
 from sua_portal.ensembles import urls as ensemble_urls
+from sua_portal.review import start
 from sua_portal.review import urls as review_urls
-from sua_portal.runs import start
 from sua_portal.runs import urls as run_urls
 from sua_portal.slides import urls as slide_urls
 

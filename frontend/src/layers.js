@@ -45,9 +45,37 @@ import { getJSON, pageUrl, urlWithId } from "./http.js";
 
 /**
  * A run as the API lists it: its ranges with their thresholds, and the range pathologists review.
- * @typedef {{ id: number, name: string, settings: { review_range?: number },
+ * @typedef {{ id: number, name: string, is_review_run: boolean, settings: { review_range?: number },
  *             ranges: { index: number, lower: number, upper: number, sua_threshold: number | null }[] }} Run
  */
+
+/**
+ * A mask another module lays over the slide beside the run's refined masks (the reviewed segmentation of
+ * queue.js): one PNG, one pixel per heatmap cell of `downsample` level-0 pixels from the slide's corner;
+ * `load` gives its URL when the mask is chosen.
+ * @typedef {{ load: () => Promise<string>, downsample: number }} ImageMask
+ */
+
+/**
+ * What initLayers gives the modules beside it (queue.js).
+ * @typedef {{ setImageMask: (name: string, mask: ImageMask | null) => void,
+ *   hideOverlays: (hidden: boolean) => void }} LayerControls
+ */
+
+/**
+ * Fly the view to a level-0 box with some context around it: at least 3 times its size, and at least
+ * 64 level-0 pixels.
+ * @param {OpenSeadragon.Viewer} viewer
+ * @param {number[]} box [x, y, width, height] in level-0 pixels
+ * @param {boolean} [immediately] no animation
+ */
+export function flyTo(viewer, box, immediately) {
+  const slide = viewer.world.getItemAt(0);
+  if (!slide) return;
+  const pad = Math.max(box[2], box[3], 64);
+  const bounds = slide.imageToViewportRectangle(box[0] - pad, box[1] - pad, box[2] + 2 * pad, box[3] + 2 * pad);
+  viewer.viewport.fitBoundsWithConstraints(bounds, immediately);
+}
 
 /** Outline styles of annotations by source (ground truth, reviewer, imported). */
 const SOURCES = ["ground_truth", "reviewer", "imported"];
@@ -195,11 +223,12 @@ export async function loadOutlines(vector, url, state) {
  * @param {VectorLayer} vector
  * @param {SuaViewerState} state
  * @param {() => number} imageWidth the slide's width in level-0 pixels
+ * @returns {LayerControls | null} null: the page has no layers panel
  */
 export function initLayers(viewer, page, vector, state, imageWidth) {
   const panel = document.getElementById("heatmap-panel");
   const listUrl = page.dataset.heatmaps;  // the slide's heatmaps; no panel without it
-  if (!panel || !listUrl) return;
+  if (!panel || !listUrl) return null;
   const heatmapLayerUrl = pageUrl(page, "heatmapLayer");
   const runsUrl = pageUrl(page, "runs");
   const runPageUrl = pageUrl(page, "runPage");
@@ -223,6 +252,10 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
   let run = null;
   /** @type {RegionLayer | null} */
   let layer = null;
+  /** @type {Map<string, ImageMask>} masks of other modules, by the mask select's value */
+  const imageMasks = new Map();
+  /** while H is held: every overlay is hidden */
+  let overlaysHidden = false;
   state.overlay = "";
   state.mask = "";
   state.flaggedShown = 0;
@@ -300,6 +333,7 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     if (!stillWanted()) return;
     if (pyramid.legend) drawLegend(pyramid.legend, pyramid.ensemble || heatmap.ensemble_name);
     await addPyramid(pyramid, 1, stillWanted, (item) => {
+      if (overlaysHidden) item.setOpacity(0);
       if (overlay) viewer.world.removeItem(overlay);
       overlay = item;
       state.overlay = kind;
@@ -312,12 +346,33 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     state.mask = "";
     const method = maskSelect.value;
     const shown = layer;
-    if (!shown || !method || !shown.masks[method]) return;
-    const stillWanted = () => layer === shown && maskSelect.value === method;
+    const image = imageMasks.get(method);
+    if (!shown || !method || (!shown.masks[method] && !image)) return;
+    const stillWanted = () => layer === shown && maskSelect.value === method && imageMasks.get(method) === image;
+    if (image) {
+      await slideOpen;
+      const url = await image.load();
+      if (!stillWanted()) return;
+      viewer.addTiledImage({
+        tileSource: /** @type {any} */ ({ type: "image", url: url, buildPyramid: true }),
+        x: 0, y: 0, opacity: overlaysHidden ? 0 : parseFloat(opacity.value), index: Math.min(2, viewer.world.getItemCount()),
+        success: (event) => {
+          const item = /** @type {{ item: OpenSeadragon.TiledImage }} */ (/** @type {unknown} */ (event)).item;
+          if (!stillWanted()) { viewer.world.removeItem(item); return; }
+          // One PNG pixel covers `downsample` level-0 pixels; the slide is 1 viewport unit wide.
+          item.setWidth(item.source.dimensions.x * image.downsample / imageWidth(), true);
+          if (maskOverlay) viewer.world.removeItem(maskOverlay);
+          maskOverlay = item;
+          state.mask = method;
+        },
+      });
+      return;
+    }
     /** @type {Pyramid} */
     const pyramid = await getJSON(shown.masks[method]);
     if (!stillWanted()) return;
     await addPyramid(pyramid, 2, stillWanted, (item) => {
+      if (overlaysHidden) item.setOpacity(0);
       if (maskOverlay) viewer.world.removeItem(maskOverlay);
       maskOverlay = item;
       state.mask = method;
@@ -361,12 +416,9 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     if (item) { item.classList.add("active"); item.scrollIntoView({ block: "nearest" }); }
     vector.setActive({ set: "regions", index: index });
     state.activeRegion = layer.regions.id[index];
+    page.dispatchEvent(new CustomEvent("sua:focus", { detail: layer.regions.id[index] }));
     const box = vector.bounds("regions", index);
-    if (!fly || !box) return;
-    // Some context around the region: at least 3 times its size, and at least 64 level-0 pixels.
-    const pad = Math.max(box[2], box[3], 64);
-    const bounds = viewer.world.getItemAt(0).imageToViewportRectangle(box[0] - pad, box[1] - pad, box[2] + 2 * pad, box[3] + 2 * pad);
-    viewer.viewport.fitBoundsWithConstraints(bounds);
+    if (fly && box) flyTo(viewer, box);
   }
 
   /** The flagged regions of the layer, highest score first (the first LIST_MAX as list items). */
@@ -426,10 +478,15 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     element("score-title").textContent = "Score: " + (UNCERTAINTY_NAMES[loaded.score.uncertainty] || loaded.score.uncertainty)
       + ", " + (loaded.score.aggregate === "mean" ? "mean" : loaded.score.aggregate) + " over the region";
     element("positives-none").hidden = Boolean(loaded.positives && loaded.positives.count);
-    for (const option of maskSelect.options) option.disabled = option.value !== "" && !loaded.masks[option.value];
+    for (const option of maskSelect.options) {
+      option.disabled = option.value !== "" && !loaded.masks[option.value] && !imageMasks.has(option.value);
+    }
     state.regionsLoaded = scores.length;
     state.activeRegion = null;
     showList();
+    // For the review panel (queue.js): which regions the canvas holds, in its order.
+    page.dispatchEvent(new CustomEvent("sua:regions", { detail: { run: chosen.id, range: loaded.range.index,
+      ids: loaded.regions.id } }));
     await showMask();
   }
 
@@ -442,6 +499,7 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
     title.replaceChildren();
     element("run-layers").hidden = !run;
     element("queue-panel").hidden = !run;
+    page.dispatchEvent(new CustomEvent("sua:run", { detail: run }));
     if (!run) { title.textContent = "no run yet"; return; }
     const link = document.createElement("a");
     link.href = urlWithId(runPageUrl, run.id);
@@ -496,6 +554,23 @@ export function initLayers(viewer, page, vector, state, imageWidth) {
   showRegions.addEventListener("change", () => vector.setVisible("regions", showRegions.checked));
   showPositives.addEventListener("change", () => vector.setVisible("positives", showPositives.checked));
   opacity.addEventListener("input", () => {
+    if (overlaysHidden) return;
     for (const item of [overlay, maskOverlay]) if (item) item.setOpacity(parseFloat(opacity.value));
   });
+
+  return {
+    setImageMask(name, mask) {
+      const option = Array.from(maskSelect.options).find((o) => o.value === name);
+      if (mask) imageMasks.set(name, mask); else imageMasks.delete(name);
+      if (option) option.disabled = !mask;
+      if (maskSelect.value === name) showMask().catch(() => { /* the slide still works without the mask */ });
+      if (!mask && maskSelect.value === name) maskSelect.value = "";
+    },
+    hideOverlays(hidden) {
+      overlaysHidden = hidden;
+      vector.setHidden(hidden);
+      for (const item of [overlay, maskOverlay]) if (item) item.setOpacity(hidden ? 0 : parseFloat(opacity.value));
+      state.overlaysHidden = hidden;
+    },
+  };
 }

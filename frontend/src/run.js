@@ -497,6 +497,72 @@ export function makeSortable(table) {
   });
 }
 
+// --- the review of the flags ---------------------------------------------------------------------------
+
+/**
+ * Verdict counts of the review API's summary (docs/review-api.md).
+ * @typedef {{ flagged: number, reviewed: number, confirmed: number, rejected: number, unsure: number,
+ *   disputed: number, settled: number, precision: number | null }} ReviewCounts
+ * @typedef {ReviewCounts & { cohort: string, role: string, domain: string }} CohortReviewCounts
+ * @typedef {{ run: number, range: { lower: number, upper: number, sua_threshold: number | null }, view: string,
+ *   expected_precision: number | null, total: ReviewCounts, cohorts: CohortReviewCounts[] }} ReviewSummary
+ */
+
+/** @param {number | null} value @returns {string} */
+function precisionText(value) {
+  return value === null ? "—" : value.toFixed(3);
+}
+
+/**
+ * The reviewers' verdicts on the run's flags, per cohort and in all, with the flags' precision by the verdicts
+ * beside the calibration's. Shown for the review run, and for another run once it has verdicts.
+ * @param {HTMLElement} section
+ */
+async function initReviewSummary(section) {
+  const url = section.dataset.summary;
+  if (!url) return;
+  const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+  if (!response.ok) return;  // a run without a review range: nothing to show
+  /** @type {ReviewSummary} */
+  const summary = await response.json();
+  if (section.dataset.reviewRun !== "true" && summary.total.reviewed === 0) return;
+  const body = /** @type {HTMLTableSectionElement} */ (section.querySelector("#review-table tbody"));
+  /** @param {string[]} head @param {ReviewCounts} counts @param {string} expected */
+  const line = (head, counts, expected) => {
+    const tr = document.createElement("tr");
+    for (const text of [...head, ...[counts.flagged, counts.reviewed, counts.confirmed, counts.rejected, counts.unsure,
+      counts.disputed].map(String), precisionText(counts.precision), expected]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (tr.cells.length >= 3) td.className = "num";
+      tr.appendChild(td);
+    }
+    return tr;
+  };
+  const expected = precisionText(summary.expected_precision);
+  body.replaceChildren(...summary.cohorts.filter((c) => c.flagged > 0)
+    .map((c) => line([c.cohort, c.role, c.domain], c, "")));
+  const total = line(["All cohorts", "", ""], summary.total, expected);
+  total.className = "total";
+  total.dataset.total = "true";
+  body.appendChild(total);
+  const range = summary.range;
+  /** @type {HTMLElement} */ (section.querySelector("#review-summary-note")).textContent = "range " + range.lower
+    + " to " + range.upper + (range.sua_threshold !== null ? ", τ " + range.sua_threshold.toFixed(3) : "")
+    + (summary.view === "all" ? " · every reviewer's verdicts (disputed: they differ, no admin settled)"
+      : " · your own verdicts (blind review)");
+  const precision = /** @type {HTMLElement} */ (section.querySelector("#review-precision"));
+  precision.replaceChildren();
+  const strong = document.createElement("strong");
+  strong.textContent = precisionText(summary.total.precision);
+  const calibrated = document.createElement("strong");
+  calibrated.textContent = expected;
+  precision.append("Precision of the flags by the verdicts: ", strong, " (" + summary.total.confirmed + " confirmed of "
+    + (summary.total.confirmed + summary.total.rejected) + " decided, " + summary.total.reviewed + " of "
+    + summary.total.flagged + " reviewed) · expected by the calibration: ", calibrated);
+  section.hidden = false;
+}
+
 // --- the page ----------------------------------------------------------------------------------------
 
 /**
@@ -520,3 +586,6 @@ if (area && controls && figures && figures.ranges && figures.ranges.length) {
   const parts = /** @type {string[]} */ (pageJson("run-parts") || ["validation"]);
   initCharts(area, controls, figures, parts, area.dataset.fileName || "run");
 }
+
+const review = document.getElementById("review-summary");
+if (review) initReviewSummary(review).catch(() => { /* the rest of the page works without it */ });

@@ -6,6 +6,7 @@
 
 import { pageUrl } from "./http.js";
 import { initLayers, loadOutlines } from "./layers.js";
+import { initQueue } from "./queue.js";
 import { VectorLayer } from "./vector.js";
 
 /** Objective magnifications offered as zoom presets, those the slide's own magnification reaches. */
@@ -192,7 +193,8 @@ function initViewer(page) {
   });
 
   loadOutlines(vector, pageUrl(page, "annotations"), state);
-  initLayers(viewer, page, vector, state, imageWidth);
+  const layers = initLayers(viewer, page, vector, state, imageWidth);
+  if (layers && document.getElementById("review-queue")) initQueue(viewer, page, vector, layers);
 }
 
 const page = document.getElementById("viewer-page");

@@ -17,12 +17,40 @@ interface SuaViewerState {
   mask?: string;
   /** the run's regions in the chosen range on the canvas (flagged or not) */
   regionsLoaded?: number;
+  /** whether H (held) hides every overlay now */
+  overlaysHidden?: boolean;
   /** the id of the region marked (clicked in the list or on the slide), null for none */
   activeRegion?: number | null;
   /** milliseconds from the page's start to the first slide tile drawn (null before) */
   firstTileMs: number | null;
   /** per vector set, how the last frame drew it: "raster" or "vector", and how many shapes */
   drawn: Record<string, { mode: string, shapes: number }>;
+}
+
+/** The viewer's review panel (frontend/src/queue.js), read by the browser tests (tests/review/test_queue_browser.py). */
+interface SuaReviewState {
+  /** the queue is shown */
+  loaded: boolean;
+  run: number | null;
+  slide: number | null;
+  /** the caller is not a reviewer of the slide: no verdicts */
+  readOnly: boolean;
+  /** the current region's id */
+  current: number | null;
+  flagged: number;
+  /** regions with a verdict (the caller's, or the outcome for a reader) */
+  reviewed: number;
+  /** writes not answered yet */
+  saving: number;
+  /** moves to a region so far */
+  moves: number;
+  /** the last moving key's event.timeStamp, then when the view got there and when its tiles were drawn (performance.now()) */
+  keyAt: number | null;
+  shownAt: number | null;
+  drawnAt: number | null;
+  /** the last error shown in the panel ("" for none) */
+  error: string;
+  keysShown: boolean;
 }
 
 /** How far the run page's charts got: counted by run.js, read by the browser tests (tests/runs/test_dashboard.py). */
@@ -43,6 +71,7 @@ interface Window {
   /** the viewer's vector layer (frontend/src/vector.js): tests and benchmarks read shapes' bounds from it */
   suaViewerLayers?: import("../src/vector.js").VectorLayer;
   suaRunCharts?: SuaRunChartsState;
+  suaReview?: SuaReviewState;
 }
 
 /** vega-embed's UMD build (static vega-embed/vega-embed.min.js, after vega and vega-lite): the run page's charts. */

@@ -68,6 +68,13 @@ class MyVerdictSerializer(serializers.Serializer):
     updated = serializers.DateTimeField()
 
 
+class OutcomeSerializer(serializers.Serializer):
+    """A region's verdicts together: a verdict, or "disputed"; settled by an admin or not."""
+
+    verdict = serializers.CharField()
+    settled = serializers.BooleanField()
+
+
 class RangeSerializer(serializers.Serializer):
     index = serializers.IntegerField()
     lower = serializers.FloatField()
@@ -86,6 +93,8 @@ class QueueRegionSerializer(serializers.Serializer):
     height = serializers.FloatField(source="region.height")
     image = serializers.SerializerMethodField(help_text="a small JPEG of the region with some context around it")
     verdict = MyVerdictSerializer(allow_null=True, help_text="the caller's verdict; null until given")
+    outcome = OutcomeSerializer(allow_null=True, help_text="the outcome the caller may see (view 'all': every "
+                                "reviewer's verdicts; 'own': the caller's); null: none")
 
     def get_image(self, obj: services.QueueItem) -> str | None:
         slide = obj.region.run_slide.slide
@@ -102,6 +111,9 @@ class QueueSerializer(serializers.Serializer):
     slide_name = serializers.CharField(source="run_slide.name")
     range = RangeSerializer(source="run_range")
     slot = serializers.IntegerField(allow_null=True, help_text="the caller's reviewer slot; null: not a reviewer here")
+    view = serializers.SerializerMethodField(help_text="the regions' outcome: 'all' reviewers' verdicts or 'own'")
+    downsample = serializers.FloatField(source="run_slide.downsample",
+                                        help_text="level-0 pixels per heatmap cell (the reviewed PNG's pixel)")
     complete = serializers.SerializerMethodField()
     completed = serializers.DateTimeField(source="completion.completed", allow_null=True, default=None)
     flagged = serializers.IntegerField()
@@ -111,6 +123,9 @@ class QueueSerializer(serializers.Serializer):
 
     def get_complete(self, obj: services.SlideQueue) -> bool:
         return obj.completion is not None
+
+    def get_view(self, obj: services.SlideQueue) -> str:
+        return "all" if obj.everyone else "own"
 
 
 class WorklistEntrySerializer(serializers.Serializer):

@@ -292,6 +292,7 @@ def reopen_slide(run: Run, run_slide: RunSlide, reviewer: Any) -> None:
 class QueueItem:
     region: Region
     verdict: Verdict | None
+    outcome: Outcome | None = None  # what the caller may see of every verdict (:func:`outcomes_for`)
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,7 @@ class SlideQueue:
     items: list[QueueItem]
     completion: SlideCompletion | None
     slot: int | None  # None: the caller is not a reviewer of the slide's cohort
+    everyone: bool = False  # the outcomes are of every reviewer's verdicts, not only the caller's
 
     @property
     def flagged(self) -> int:
@@ -327,15 +329,19 @@ def _slot_or_none(run_slide: RunSlide, user: Any) -> int | None:
 
 
 def slide_queue(run: Run, run_slide: RunSlide, user: Any) -> SlideQueue:
-    """The slide's flagged regions in the review range, highest score first, each with the caller's verdict."""
+    """The slide's flagged regions in the review range, highest score first, each with the caller's verdict
+    and the outcome the caller may see (every reviewer's for admins and researchers, else their own)."""
     run_range = the_review_range(run)
     regions = list(flagged_regions(run, run_range, run_slide).select_related("run_slide__slide").defer("geometry"))
     mine = {v.region_id: v for v in Verdict.objects.filter(region__in=regions, reviewer=user)}
+    everyone = sees_all_verdicts(user)
+    seen = outcomes_for(run, user, regions=regions) if everyone else {
+        pk: Outcome(v.verdict, v.comment) for pk, v in mine.items()}
     return SlideQueue(
         run=run, run_slide=run_slide, run_range=run_range,
-        items=[QueueItem(region, mine.get(region.pk)) for region in regions],
+        items=[QueueItem(region, mine.get(region.pk), seen.get(region.pk)) for region in regions],
         completion=SlideCompletion.objects.filter(run_slide=run_slide, reviewer=user).first(),
-        slot=_slot_or_none(run_slide, user),
+        slot=_slot_or_none(run_slide, user), everyone=everyone,
     )
 
 

@@ -48,5 +48,5 @@ def test_every_module_and_its_imports_are_served_as_javascript_after_collectstat
         source = response.getvalue().decode()
         todo += [url.rsplit("/", 1)[0] + "/" + name[2:] for name in IMPORT.findall(source)]
     assert {url.rsplit("/", 1)[1] for url in seen} == {
-        "viewer.js", "layers.js", "vector.js", "upload.js", "http.js", "run.js", "build.js"}
+        "viewer.js", "layers.js", "vector.js", "queue.js", "upload.js", "http.js", "run.js", "build.js"}
     assert (settings.STATIC_ROOT / "openseadragon" / "openseadragon.min.js").is_file()
