@@ -45,7 +45,7 @@ import { getJSON, pageUrl, urlWithId } from "./http.js";
 
 /**
  * A run as the API lists it: its ranges with their thresholds, and the range pathologists review.
- * @typedef {{ id: number, name: string, is_review_run: boolean, settings: { review_range?: number },
+ * @typedef {{ id: number, name: string, settings: { review_range?: number },
  *             ranges: { index: number, lower: number, upper: number, sua_threshold: number | null }[] }} Run
  */
 

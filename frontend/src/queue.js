@@ -10,7 +10,7 @@
  * (researchers, a pathologist the cohort does not name) reads the panel: the verdicts' outcome and counts.
  * Every URL comes from the page's data attributes (viewer.html). */
 
-import { api, describe, pageUrl, urlWithId } from "./http.js";
+import { api, describe, getJSON, pageUrl, urlWithId } from "./http.js";
 import { flyTo } from "./layers.js";
 
 /**
@@ -105,7 +105,7 @@ export function initQueue(viewer, page, vector, layers) {
   const oldList = [element("npr-list"), element("npr-more"), element("npr-none")];
   /** @type {SuaReviewState} */
   const state = { loaded: false, run: null, slide: null, readOnly: true, current: null, flagged: 0, reviewed: 0,
-    saving: 0, moves: 0, keyAt: null, shownAt: null, drawnAt: null, error: "", keysShown: false };
+    saving: 0, moves: 0, flying: false, keyAt: null, shownAt: null, drawnAt: null, error: "", keysShown: false };
   window.suaReview = state;
 
   /** @type {Queue | null} */
@@ -306,13 +306,19 @@ export function initQueue(viewer, page, vector, layers) {
     if (options.fly === false) return;
     const region = queue.regions[i];
     state.moves += 1;
+    state.flying = true;
+    const move = state.moves;
     if (options.keyAt !== undefined && options.keyAt !== null) {
       state.keyAt = options.keyAt;
       state.shownAt = null;
       state.drawnAt = null;
-      timing = state.moves;
+      timing = move;
     }
-    slideOpen.then(() => flyTo(viewer, [region.x, region.y, region.width, region.height]));
+    slideOpen.then(() => {
+      flyTo(viewer, [region.x, region.y, region.width, region.height]);
+      // Already there (no flight to wait for): arrived now.
+      if (viewer.viewport.getBounds(true).equals(viewer.viewport.getBounds())) arrived(move);
+    });
   }
 
   /** @param {number} from @returns {number} the next region without the caller's verdict after `from` (round), -1 none */
@@ -326,19 +332,27 @@ export function initQueue(viewer, page, vector, layers) {
     return -1;
   }
 
-  // The timing of a move by key: the view there (its flight ended), then its tiles drawn.
-  viewer.addHandler("animation-finish", () => {
-    if (timing === null || timing !== state.moves || state.shownAt !== null) return;
+  /**
+   * The view got to the region of a move (its flight ended); for a move by key, the timing: the view there,
+   * then its tiles drawn.
+   * @param {number} move
+   */
+  function arrived(move) {
+    if (move !== state.moves) return;  // a later move is under way
+    state.flying = false;
+    if (timing !== move || state.shownAt !== null) return;
     state.shownAt = performance.now();
     const slide = viewer.world.getItemAt(0);
-    if (slide && slide.getFullyLoaded()) { state.drawnAt = state.shownAt; timing = null; return; }
-    if (slide) {
-      const move = timing;
-      slide.addOnceHandler("fully-loaded-change", () => {
-        if (move === timing) { state.drawnAt = performance.now(); timing = null; }
-      });
-    }
-  });
+    if (!slide || slide.getFullyLoaded()) { state.drawnAt = state.shownAt; timing = null; return; }
+    const until = () => {
+      if (move !== timing) return;
+      if (!slide.getFullyLoaded()) { slide.addOnceHandler("fully-loaded-change", until); return; }
+      state.drawnAt = performance.now();
+      timing = null;
+    };
+    slide.addOnceHandler("fully-loaded-change", until);
+  }
+  viewer.addHandler("animation-finish", () => arrived(state.moves));
 
   // --- writing ---
 
@@ -627,11 +641,23 @@ export function initQueue(viewer, page, vector, layers) {
   });
   page.addEventListener("sua:run", (event) => {
     run = /** @type {CustomEvent<Run | null>} */ (event).detail;
-    const review = Boolean(run && run.is_review_run);
-    panel.hidden = !review;
-    for (const el of oldList) el.classList.toggle("replaced", review);
-    if (review) load().catch((error) => say(String(error), true));
+    if (run) whenReviewRun(run).catch((error) => say(String(error), true));
   });
+
+  /**
+   * The queue when the run shown is its project's review run (the one chosen, else the newest finished:
+   * the runs API's ?review=true says which).
+   * @param {Run} shownRun
+   */
+  async function whenReviewRun(shownRun) {
+    const found = await getJSON(pageUrl(page, "runs") + "&review=true");
+    /** @type {Run[]} */
+    const reviewRuns = found.results || found;
+    if (run !== shownRun || !reviewRuns.some((r) => r.id === shownRun.id)) return;
+    panel.hidden = false;
+    for (const el of oldList) el.classList.add("replaced");
+    await load();
+  }
 
   /** The slide's queue: the list, the counts, and the view at the region to go on with. */
   async function load() {

@@ -44,6 +44,8 @@ interface SuaReviewState {
   saving: number;
   /** moves to a region so far */
   moves: number;
+  /** the view is on its way to the current region */
+  flying: boolean;
   /** the last moving key's event.timeStamp, then when the view got there and when its tiles were drawn (performance.now()) */
   keyAt: number | null;
   shownAt: number | null;
