@@ -92,8 +92,9 @@ function badge(verdict, settled) {
  * @param {HTMLElement} page the element carrying the page's URLs (data attributes)
  * @param {VectorLayer} vector
  * @param {LayerControls} layers
+ * @param {SuaViewerState} viewerState the viewer's state: its activeRegion follows the current region
  */
-export function initQueue(viewer, page, vector, layers) {
+export function initQueue(viewer, page, vector, layers, viewerState) {
   const panel = element("review-queue");
   const list = /** @type {HTMLOListElement} */ (element("queue-list"));
   const message = element("queue-message");
@@ -302,6 +303,7 @@ export function initQueue(viewer, page, vector, layers) {
     if (item) { item.classList.add("current"); item.scrollIntoView({ block: "nearest" }); }
     drawCurrent();
     highlight();
+    viewerState.activeRegion = queue.regions[i].id;
     const options = how || {};
     if (options.fly === false) return;
     const region = queue.regions[i];

@@ -194,7 +194,7 @@ function initViewer(page) {
 
   loadOutlines(vector, pageUrl(page, "annotations"), state);
   const layers = initLayers(viewer, page, vector, state, imageWidth);
-  if (layers && document.getElementById("review-queue")) initQueue(viewer, page, vector, layers);
+  if (layers && document.getElementById("review-queue")) initQueue(viewer, page, vector, layers, state);
 }
 
 const page = document.getElementById("viewer-page");

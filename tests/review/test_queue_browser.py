@@ -201,3 +201,178 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     print(report)
     (screens / "queue-timing.txt").write_text(report + "\n" + " ".join(f"{t:.0f}" for t in times) + "\n")
     assert statistics.median(times) < 3000
+
+
+def give(client: Any, region: int, verdict: str, comment: str | None = None) -> None:
+    body: dict[str, Any] = {"region": region, "verdict": verdict}
+    if comment is not None:
+        body["comment"] = comment
+    answer = client.post("/api/review/verdicts/", body, format="json")
+    assert answer.status_code in (200, 201), answer.content
+
+
+def test_the_worklist_lists_counts_in_review_order_and_resumes_where_the_reviewer_stopped(
+    review_run: Run, people: dict[str, Any], api_for: Callable[[Any], Any], signed_in_page: Callable[[str], Any],
+    live_server: Any, screens: Path,
+) -> None:
+    run, pathologist = review_run, api_for(people["pathologist"])
+    done_row, open_row = slides_with_flags(run)[:2]
+    # One slide reviewed and marked complete; on another a few verdicts (the last one given there).
+    for region in flagged(run, slide=done_row):
+        give(pathologist, region.pk, "not_tumor")
+    assert pathologist.post(f"/api/review/runs/{run.pk}/complete/", {"slide": done_row.slide_id},
+                            format="json").status_code == 200
+    partly = flagged(run, slide=open_row)
+    give(pathologist, partly[0].pk, "tumor")
+    give(pathologist, partly[1].pk, "tumor", "solid nest")
+    page = signed_in_page("pathologist")
+    page.goto(f"{live_server.url}/review/")
+    page.screenshot(path=str(screens / "worklist.png"), full_page=True)
+    rows = page.locator("table.worklist-table tbody tr")
+    listed = rows.evaluate_all("""rows => rows.map(r => ({slide: +r.dataset.slide, state: r.dataset.state,
+        flagged: +r.querySelector('[data-flagged]').dataset.flagged, reviewed: +r.querySelector('[data-reviewed]').dataset.reviewed,
+        top: parseFloat(r.cells[5].textContent), href: r.querySelector('a').getAttribute('href')}))""")
+    # Every slide with a flagged region, with its counts, each opening the viewer on the run.
+    counts: dict[int, int] = {}
+    for region in flagged(run):
+        counts[region.run_slide.slide_id] = counts.get(region.run_slide.slide_id, 0) + 1
+    assert {r["slide"]: r["flagged"] for r in listed} == counts
+    by_slide = {r["slide"]: r for r in listed}
+    assert by_slide[open_row.slide_id]["reviewed"] == 2 and by_slide[done_row.slide_id]["reviewed"] == counts[done_row.slide_id]
+    assert all(r["href"] == f"/slides/{r['slide']}/?run={run.pk}" for r in listed)
+    # In order: slides with regions left first, the most uncertain first; the slide marked complete last.
+    states = [r["state"] for r in listed]
+    assert states[-1] == "complete" and by_slide[done_row.slide_id] == listed[-1]
+    assert set(states[:-1]) == {"open"}
+    tops = [r["top"] for r in listed[:-1]]
+    assert tops == sorted(tops, reverse=True)
+    assert "✓ complete" in rows.last.inner_text()
+    # Resume: the slide of the last verdict, at its first region without one.
+    resume = page.locator("a.resume")
+    assert resume.get_attribute("href") == f"/slides/{open_row.slide_id}/?run={run.pk}&region={partly[2].pk}"
+    assert "2 of" in resume.inner_text()
+    resume.click()
+    page.wait_for_function("window.suaReview && window.suaReview.loaded", timeout=30_000)
+    settle(page)
+    assert current(page) == partly[2].pk
+    assert page.locator(f'#queue-list li[data-id="{partly[1].pk}"] .verdict-badge').get_attribute("title") == "solid nest"
+
+    # The reviewed segmentation as a layer: the original positives plus the regions confirmed as tumor.
+    page.wait_for_function("window.suaViewer.world.getItemCount() >= 2 && window.suaViewer.world.getItemAt(1).getFullyLoaded()",
+                           timeout=20_000)
+    assert page.locator('#refined-mask option[value="reviewed"]').is_enabled()
+    page.select_option("#heatmap-kind", "")  # the mask alone over the slide
+    page.wait_for_function("window.suaViewer.world.getItemCount() === 1", timeout=10_000)
+    first = partly[0]
+    page.evaluate(f"window.suaViewer.viewport.fitBoundsWithConstraints(window.suaViewer.world.getItemAt(0).imageToViewportRectangle("
+                  f"{first.x - first.width}, {first.y - first.height}, {3 * first.width}, {3 * first.height}), true)")
+    page.uncheck("#show-regions")
+    page.uncheck("#show-positives")
+    page.wait_for_timeout(500)
+    settle(page)
+    without = osd_pixels(page)
+    page.select_option("#refined-mask", "reviewed")
+    page.wait_for_function("window.suaViewerState.mask === 'reviewed' && window.suaViewer.world.getItemCount() === 2"
+                           " && window.suaViewer.world.getItemAt(1).getFullyLoaded()", timeout=20_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(screens / "reviewed-layer.png"))
+    assert changed(without, osd_pixels(page)) > 500  # the confirmed region is drawn
+    # Its downloads.
+    tiff = page.request.get(live_server.url + (page.locator("#reviewed-downloads a", has_text="TIFF").get_attribute("href") or ""))
+    assert tiff.status == 200 and tiff.headers["content-type"] == "image/tiff"
+    qupath = page.request.get(live_server.url + (page.locator("#queue-downloads a", has_text="QuPath").get_attribute("href") or ""))
+    assert qupath.status == 200 and "solid nest" in qupath.text()
+
+
+def test_a_researcher_reads_the_panel_and_the_run_page_sets_the_flags_precision_beside_the_calibrations(
+    review_run: Run, people: dict[str, Any], api_for: Callable[[Any], Any], signed_in_page: Callable[[str], Any],
+    live_server: Any, screens: Path,
+) -> None:
+    run, pathologist = review_run, api_for(people["pathologist"])
+    row = slides_with_flags(run)[0]
+    regions = flagged(run, slide=row)
+    kinds = ["tumor", "tumor", "not_tumor", "unsure"]
+    for region, kind in zip(regions, kinds, strict=False):
+        give(pathologist, region.pk, kind)
+    page = signed_in_page("researcher")
+    open_slide(page, f"{live_server.url}/slides/{row.slide_id}/?run={run.pk}")
+    # The outcome of the reviewers' verdicts, counted; no button or key that writes.
+    assert page.evaluate("window.suaReview.readOnly") is True
+    assert page.locator("#queue-readonly").is_visible()
+    progress = page.locator("#queue-progress")
+    assert f"4 of {len(regions)} reviewed" in progress.inner_text()
+    assert [progress.locator(f".verdict-{k}").get_attribute("data-count") for k in ("tumor", "not_tumor", "unsure")] == [
+        "2", "1", "1"]
+    assert page.locator(f'#queue-list li[data-id="{regions[2].pk}"] .verdict-badge').inner_text() == "Not tumor"
+    assert page.locator("#queue-buttons button.write").first.is_hidden()
+    assert page.locator('#queue-buttons button[data-key="n"]').is_visible()
+    page.screenshot(path=str(screens / "queue-researcher.png"))
+    before = Verdict.objects.count()
+    page.keyboard.press("t")
+    page.keyboard.press("z")
+    page.wait_for_timeout(500)
+    assert Verdict.objects.count() == before and page.evaluate("window.suaReview.saving") == 0
+    # N still moves through the queue.
+    press(page, "n")
+    assert current(page) == regions[1].pk
+
+    # The run page: per cohort and in all, the verdict counts and the flags' precision by the verdicts
+    # beside the precision the calibration expected.
+    page.goto(f"{live_server.url}/runs/{run.pk}/")
+    page.wait_for_selector("#review-summary:not([hidden]) #review-table tr.total", timeout=15_000)
+    page.locator("#review-summary").scroll_into_view_if_needed()
+    page.screenshot(path=str(screens / "run-review-summary.png"))
+    total = page.locator("#review-table tr.total td").all_inner_texts()
+    all_flagged = len(flagged(run))
+    assert total[:9] == ["All cohorts", "", "", str(all_flagged), "4", "2", "1", "1", "0"]
+    assert total[9] == f"{2 / 3:.3f}"
+    review = run.range_set.get(index=run.settings["review_range"])
+    expected = review.sua_validation.get("precision")
+    assert total[10] == (f"{expected:.3f}" if expected is not None else "—")
+    cohort = page.locator("#review-table tbody tr", has_text=row.cohort_name).first.locator("td").all_inner_texts()
+    assert cohort[0] == row.cohort_name and cohort[4:9] == ["4", "2", "1", "1", "0"]
+    assert "every reviewer's verdicts" in page.locator("#review-summary-note").inner_text()
+    assert f"{2 / 3:.3f}" in page.locator("#review-precision").inner_text()
+
+
+def test_a_pathologist_is_blind_to_the_truth_and_other_reviewers_and_is_told_why_a_verdict_is_refused(
+    review_run: Run, people: dict[str, Any], api_for: Callable[[Any], Any], second_pathologist: Any,
+    signed_in_page: Callable[[str], Any], live_server: Any, screens: Path,
+) -> None:
+    from sua_portal.runs.services import RunSettings, choose_review_run
+    from sua_portal.slides.models import Cohort, Slide
+
+    run = review_run
+    row = slides_with_flags(run)[0]
+    regions = flagged(run, slide=row)
+    give(api_for(second_pathologist), regions[0].pk, "tumor", "clearly tumor, says the other reviewer")
+    # Another project's slide: not found, as a page and in the review API.
+    cohort = Cohort.objects.create(project=people["foreign"], name="Elsewhere", split="test")
+    foreign = Slide.objects.create(cohort=cohort, name="f.tiff", file="slides/f.tiff", sha256="1" * 64, size_bytes=1,
+                                   status="ready", width=1000, height=1000)
+    page = signed_in_page("pathologist")
+    answer = page.goto(f"{live_server.url}/slides/{foreign.pk}/")
+    assert answer is not None and answer.status == 404
+    assert page.request.get(f"{live_server.url}/api/review/runs/{run.pk}/queue/?slide={foreign.pk}").status == 404
+
+    open_slide(page, f"{live_server.url}/slides/{row.slide_id}/?run={run.pk}")
+    # Blind review: no ground truth, and none of the other reviewer's verdicts.
+    assert page.locator("#blind-note").is_visible() and page.locator("#show-truth").count() == 0
+    assert page.evaluate("window.suaViewerState.annotations") == 0
+    assert page.evaluate("window.suaReview.reviewed") == 0
+    assert page.locator("#queue-list .verdict-none").count() == len(regions)
+    assert "clearly tumor" not in page.content()
+    assert page.locator('#refined-mask option[value="reviewed"]').is_disabled()  # no verdict of theirs to draw
+
+    # The run stops being the review run while the page is open: the verdict is refused, and the panel says why.
+    other = Run.objects.create(project=run.project, name="Newer run", ensemble_name="gone", status=Run.Status.DONE,
+                               settings=RunSettings.defaults().to_dict())
+    choose_review_run(other)
+    page.keyboard.press("t")
+    page.wait_for_function("window.suaReview.saving === 0 && window.suaReview.error !== ''", timeout=10_000)
+    message = page.locator("#queue-message").inner_text()
+    assert "no longer the review run" in message and "Newer run" in message
+    assert current(page) == regions[0].pk  # back at the region whose verdict was refused
+    assert page.locator(f'#queue-list li[data-id="{regions[0].pk}"] .verdict-badge').inner_text() == "no verdict"
+    assert not Verdict.objects.filter(reviewer=people["pathologist"]).exists()
+    page.screenshot(path=str(screens / "queue-refused.png"))

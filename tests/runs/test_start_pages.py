@@ -71,29 +71,34 @@ def flagging_run(start: Callable[..., Any]) -> Run:
     return run
 
 
-def test_a_pathologist_lands_on_the_review_runs_flagged_slides_most_flagged_first(
+def test_a_pathologist_lands_on_the_review_runs_flagged_slides_most_uncertain_first(
     people: dict[str, Any], flagging_run: Run,
 ) -> None:
     review = services.review_range(flagging_run)
     assert services.review_run(people["own"]) == flagging_run and review is not None
     # What the worklist must list: every slide of the run with a flagged region in its review range.
     expected: dict[int, int] = {}
-    for slide_id in Region.objects.filter(run=flagging_run, run_range=review, flagged=True).values_list(
-            "run_slide__slide", flat=True):
+    top: dict[int, float] = {}
+    for slide_id, score in Region.objects.filter(run=flagging_run, run_range=review, flagged=True).values_list(
+            "run_slide__slide", "score"):
         expected[slide_id] = expected.get(slide_id, 0) + 1
+        top[slide_id] = max(top.get(slide_id, score), score)
     assert expected, "the run flagged nothing"
 
     response = _client(people["pathologist"]).get("/")
     html = response.content.decode()
     assert _h1(html) == "Your worklist"
     assert f'href="/runs/{flagging_run.pk}/"' in html and review.label in html
-    rows = re.findall(r'<tr data-slide="(\d+)">.*?href="([^"]+)".*?data-flagged="(\d+)"', html, re.S)
+    rows = re.findall(r'<tr data-slide="(\d+)"[^>]*>.*?href="([^"]+)".*?data-flagged="(\d+)"', html, re.S)
     listed = {int(slide): int(count) for slide, _, count in rows}
     assert listed == expected
-    counts = [int(count) for _, _, count in rows]
-    assert counts == sorted(counts, reverse=True)
+    # Nothing reviewed yet: the most uncertain slide (highest flagged score) first.
+    scores = [top[int(slide)] for slide, _, _ in rows]
+    assert scores == sorted(scores, reverse=True)
     for slide, href, _ in rows:
         assert href == f"/slides/{slide}/?run={flagging_run.pk}"
+    first = rows[0][0]
+    assert f'href="/slides/{first}/?run={flagging_run.pk}&amp;region=' in html  # resume: at its first region
     quiet = RunSlide.objects.filter(run=flagging_run).count() - len(expected)
     if quiet:
         assert f"{quiet} other slide" in html

@@ -61,7 +61,10 @@ def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
     # Every region of the range is on the canvas, coloured by score; the list holds the flagged ones.
     assert page.evaluate("window.suaViewerState.regionsLoaded") == in_range.count()
     assert page.evaluate("window.suaViewerLayers.sets.get('regions').n") == in_range.count()
-    scores = [float(t.split()[1]) for t in page.locator("#npr-list li .score").all_inner_texts()]
+    # On the review run the review panel (queue.js) lists them, in place of the plain list.
+    page.wait_for_function("window.suaReview && window.suaReview.loaded", timeout=10_000)
+    assert page.locator("#npr-list").is_hidden()
+    scores = [float(t.split()[1]) for t in page.locator("#queue-list li .score").all_inner_texts()]
     assert scores == pytest.approx(flagged, abs=1e-3)
     # The legend has numbers: the scale's ends and the threshold, marked.
     assert review.sua_threshold is not None
@@ -80,13 +83,13 @@ def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
     assert np.abs(_osd_pixels(page) - with_regions).sum(axis=2).astype(bool).sum() > 50
     page.check("#show-regions")
 
-    before = page.evaluate("window.suaViewer.viewport.getZoom()")
-    page.locator("#npr-list li").first.click()
+    before = page.evaluate("window.suaViewer.viewport.getHomeZoom()")
+    page.locator("#queue-list li").first.click()
     page.wait_for_timeout(1500)
     assert page.evaluate("window.suaViewer.viewport.getZoom()") > before * 1.5
     top = in_range.filter(flagged=True).order_by("-score", "label").first()
     assert top is not None and page.evaluate("window.suaViewerState.activeRegion") == top.pk
-    assert page.locator("#npr-list li.active").count() == 1
+    assert page.locator("#queue-list li.current").count() == 1
 
     # The run's SUA-refined mask of this range over the heatmap, as a tile layer, then none.
     page.select_option("#refined-mask", "sua")
