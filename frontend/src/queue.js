@@ -480,32 +480,25 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
   });
   element("queue-comment-cancel").addEventListener("click", closeComment);
 
-  element("queue-complete").addEventListener("click", () => {
+  /**
+   * Mark the slide review complete for the caller (every region has their verdict), or open it again.
+   * @param {boolean} complete
+   */
+  function markComplete(complete) {
     if (!queue) return;
     write(async () => {
       if (!queue) return;
-      const result = await api(url("reviewComplete"), {
+      const result = await api(url(complete ? "reviewComplete" : "reviewReopen"), {
         method: "POST", body: JSON.stringify({ slide: queue.slide }), headers: { "Content-Type": "application/json" } });
       if (!result.ok) { say(problem(result), true); return; }
-      queue.complete = true;
+      queue.complete = result.body.complete;
       queue.completed = result.body.completed;
-      say("Slide marked review complete.");
+      say(complete ? "Slide marked review complete." : "The slide is open to your verdicts again.");
       drawDone();
     });
-  });
-  element("queue-reopen").addEventListener("click", () => {
-    if (!queue) return;
-    write(async () => {
-      if (!queue) return;
-      const result = await api(url("reviewReopen"), {
-        method: "POST", body: JSON.stringify({ slide: queue.slide }), headers: { "Content-Type": "application/json" } });
-      if (!result.ok) { say(problem(result), true); return; }
-      queue.complete = false;
-      queue.completed = null;
-      say("The slide is open to your verdicts again.");
-      drawDone();
-    });
-  });
+  }
+  element("queue-complete").addEventListener("click", () => markComplete(true));
+  element("queue-reopen").addEventListener("click", () => markComplete(false));
   element("queue-next-slide").addEventListener("click", async () => {
     const result = await api(url("reviewNext"));
     if (!result.ok) { say(problem(result), true); return; }

@@ -12,6 +12,15 @@ from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noq
 from tests.runs.conftest import carry_through, start  # noqa: F401
 
 
+def give(client: Any, region: int, verdict: str, comment: str | None = None) -> None:
+    """A verdict through the API (``client`` signed in as a reviewer); it must be saved."""
+    body: dict[str, Any] = {"region": region, "verdict": verdict}
+    if comment is not None:
+        body["comment"] = comment
+    answer = client.post("/api/review/verdicts/", body, format="json")
+    assert answer.status_code in (200, 201), answer.content
+
+
 def flagged(run: Any, *, slide: Any = None) -> list[Any]:
     """The run's flagged regions in its review range (on one RunSlide), highest score first."""
     from sua_portal.review import services

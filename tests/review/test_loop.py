@@ -20,17 +20,9 @@ from analysis.annotations import load_tumor_geometry, rasterize, read_annotation
 from analysis.refine import read_mask_tiff
 from sua_portal.ensembles.services import read_heatmap
 from sua_portal.runs.models import Region, Run, RunSlide
-from tests.review.conftest import REVIEW_RANGE, flagged, slides_with_flags
+from tests.review.conftest import REVIEW_RANGE, flagged, give, slides_with_flags
 
 pytestmark = pytest.mark.django_db
-
-
-def give(client: Any, region: int, verdict: str, comment: str | None = None) -> None:
-    body: dict[str, Any] = {"region": region, "verdict": verdict}
-    if comment is not None:
-        body["comment"] = comment
-    answer = client.post("/api/review/verdicts/", body, format="json")
-    assert answer.status_code in (200, 201), answer.content
 
 
 def tiff_mask(content: bytes, tmp_path: Path, name: str) -> tuple[np.ndarray, float]:
