@@ -252,6 +252,9 @@ INFERENCE_BATCH = envint("INFERENCE_BATCH", 16)
 INFERENCE_TILE = envint("INFERENCE_TILE", 256)
 # Threads torch may use in one worker process; a prefork pool has one process per core already.
 TORCH_THREADS = envint("TORCH_THREADS", 1)
+# The training preset (analysis.training.TRAINING_PRESETS) whose values the admin's training form starts
+# from: "paper" is the paper's recipe (SPEC §8); "demo" trains on a CPU in minutes.
+TRAINING_FORM_PRESET = envstr("TRAINING_FORM_PRESET", "paper")
 
 # Uploads stream to disk past this size; slides larger than the limit are refused.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -28,6 +28,12 @@ def validate_mpp(value: float) -> None:
         )
 
 
+class CohortQuerySet(models.QuerySet["Cohort"]):
+    def active(self) -> CohortQuerySet:
+        """The cohorts lists show: not archived (an archived cohort's page and its runs still open)."""
+        return self.filter(archived=False)
+
+
 class Cohort(models.Model):
     """A set of slides of one split (train / validation / test) from one domain."""
 
@@ -46,7 +52,12 @@ class Cohort(models.Model):
         help_text="level-0 micrometres per pixel of the cohort's slides whose files do not say (a slide's own "
                   "override and its file's resolution come first)",
     )
+    archived = models.BooleanField(
+        default=False, help_text="deleted softly: hidden from lists, its slides and the runs that used it kept",
+    )
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = CohortQuerySet.as_manager()
 
     class Meta:
         ordering = ["project", "split", "name"]

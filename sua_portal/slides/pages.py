@@ -40,7 +40,7 @@ def cohort_context(request: HttpRequest, pk: int) -> dict[str, Any]:
         "counts": counts,
         "tumor_count": sum(1 for s in slides if s.has_tumor),
         "unknown_mpp_count": sum(1 for s in slides if s.effective_mpp is None),
-        "other_cohorts": cohort.project.cohorts.exclude(pk=cohort.pk),
+        "other_cohorts": cohort.project.cohorts.active().exclude(pk=cohort.pk),
         "can_upload": roles.has_role(request.user, roles.ADMIN),
         "extensions": ",".join(services.SLIDE_EXTENSIONS),
         "extensions_display": " ".join(services.SLIDE_EXTENSIONS),
