@@ -25,8 +25,8 @@ def compute_heatmaps_here(run: Any) -> None:
     pending = [SlideHeatmap.Status.QUEUED, SlideHeatmap.Status.RUNNING]
     for heatmap in SlideHeatmap.objects.filter(ensemble=run.ensemble, status__in=pending):
         if ensembles.infer(heatmap.pk) != "done":
-            wait_for(lambda: SlideHeatmap.objects.filter(pk=heatmap.pk).exclude(status__in=pending).exists(),
-                     timeout=120, what=f"the worker to finish heatmap {heatmap.pk}")
+            settled = SlideHeatmap.objects.filter(pk=heatmap.pk).exclude(status__in=pending)
+            wait_for(settled.exists, timeout=120, what=f"the worker to finish heatmap {heatmap.pk}")
         heatmap.refresh_from_db()
         assert heatmap.status == SlideHeatmap.Status.DONE, heatmap.failure_reason
 
