@@ -189,6 +189,8 @@ SPECTACULAR_SETTINGS = {
         "EnsembleStatusEnum": "sua_portal.ensembles.models.Ensemble.Status",
         "HeatmapStatusEnum": "sua_portal.ensembles.models.SlideHeatmap.Status",
         "RunStatusEnum": "sua_portal.runs.models.Run.Status",
+        "PortalRoleEnum": "sua_portal.accounts.roles.ROLES",
+        "RunCohortRoleEnum": "sua_portal.runs.models.RunCohort.Role",
     },
 }
 

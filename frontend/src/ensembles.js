@@ -89,7 +89,14 @@ function showMember(row, history) {
   find(row, "[data-role=epochs]").textContent = String(history.length);
   find(row, "[data-role=loss]").textContent = figure(last && last.train_loss);
   find(row, "[data-role=dice]").textContent = figure(last && last.val_dice);
-  find(row, "[data-role=curve]").replaceChildren(lossCurve(history));
+  if (history.length) {
+    find(row, "[data-role=curve]").replaceChildren(lossCurve(history));
+  } else {
+    const none = document.createElement("span");
+    none.className = "muted no-history";
+    none.textContent = "no epochs recorded";
+    find(row, "[data-role=curve]").replaceChildren(none);
+  }
 }
 
 /**
