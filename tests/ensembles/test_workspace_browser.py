@@ -101,9 +101,9 @@ def test_an_admin_creates_a_project_adds_a_pathologist_who_then_sees_only_that_p
     assert "Manage" not in other.locator("header nav").inner_text()
     listed = other.evaluate("fetch('/api/projects/').then(r => r.json())")
     assert [p["name"] for p in listed["results"]] == ["Sentinel study"]
+    _shot(other, "pathologist-projects")
     assert other.goto(f"{live_server.url}/projects/{project.pk}/").status == 403
     assert other.goto(f"{live_server.url}/projects/{people['own'].pk}/").status == 403
-    _shot(other, "pathologist-projects")
     context.close()
 
     # Removed again: the pathologist's project list is empty.
