@@ -79,6 +79,9 @@ _TRUE = {"true", "yes", "y", "1", "x"}
 _FALSE = {"false", "no", "n", "0", ""}
 # Files a system puts beside the data: left out without a word of warning.
 _SYSTEM_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
+#: Unicode categories a name loses before it is compared or stored: control characters (Cc), zero-width and
+#: other invisible formatting (Cf: U+200B..U+200F, U+2060, U+FEFF, the bidirectional overrides), line and
+#: paragraph separators (Zl, Zp).
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 # Annotation kinds in order of preference when one slide has several (GeoJSON keeps holes).
 _ANNOTATION_RANK = {".geojson": 0, ".json": 1, ".xml": 2, ".png": 3, ".tif": 3, ".tiff": 3}
