@@ -59,13 +59,13 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
     """
     from django.contrib.auth.models import Group, User
 
+    from analysis.cohort_import import FileEntry
     from sua_portal.accounts import tokens
     from sua_portal.accounts.models import Membership, Project
     from sua_portal.ensembles.models import Ensemble, SlideHeatmap
     from sua_portal.review.models import CohortReviewer, Verdict
     from sua_portal.runs.models import Region, Run, RunRange, RunSlide
     from sua_portal.runs.services import RunSettings
-    from analysis.cohort_import import FileEntry
     from sua_portal.slides import imports, services
     from sua_portal.slides.models import Annotation, Cohort
 
