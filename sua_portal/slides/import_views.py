@@ -30,6 +30,7 @@ from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
 from sua_portal.slides import imports, services
 from sua_portal.slides.models import Cohort, CohortImport, ImportItem, ImportPart
+from sua_portal.slides.views import chunk_position
 
 _MAX_PATH = 1000
 
@@ -152,23 +153,7 @@ class CohortImportViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, v
         session = self.get_object()
         part = get_object_or_404(ImportPart.objects.filter(cohort_import=session), pk=part_id)
         if request.method == "PUT":
-            length = int(request.META.get("CONTENT_LENGTH") or 0)
-            content_range = request.META.get("HTTP_CONTENT_RANGE")
-            if content_range:
-                offset, declared = services.parse_content_range(content_range, size=part.size_bytes)
-                if declared != length:
-                    raise services.SlideRejected(
-                        f"Content-Range announces {declared} bytes but the body has {length}.",
-                        offset=part.received_bytes,
-                    )
-            else:
-                raw = request.META.get("HTTP_UPLOAD_OFFSET")
-                if raw is None or not str(raw).isdigit():
-                    raise services.SlideRejected(
-                        "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
-                        offset=part.received_bytes,
-                    )
-                offset = int(raw)
+            offset, length = chunk_position(request, size=part.size_bytes, received=part.received_bytes)
             part = imports.receive_part_chunk(part, offset=offset, length=length,
                                               stream=cast(IO[bytes], request._request))
         return Response({"id": str(part.pk), "path": part.path, "size": part.size_bytes, "offset": part.received_bytes})
