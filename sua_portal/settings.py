@@ -262,6 +262,10 @@ TRAINING_FORM_PRESET = envstr("TRAINING_FORM_PRESET", "paper")
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 SLIDE_MAX_UPLOAD_BYTES = envint("SLIDE_MAX_UPLOAD_BYTES", 20 * 1024**3)
+# A cohort import from the browser (docs/cohort-import.md): files in one import (a zip's entries count),
+# and the largest preview or start request (the file list and the manifest, as JSON).
+IMPORT_MAX_FILES = envint("IMPORT_MAX_FILES", 20000)
+IMPORT_MAX_REQUEST_BYTES = envint("IMPORT_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
 # The members of an ensemble imported in one request, all together.
 ENSEMBLE_MAX_UPLOAD_BYTES = envint("ENSEMBLE_MAX_UPLOAD_BYTES", 4 * 1024**3)
 # Seconds a request may go without sending the next byte of its body before it is answered 408

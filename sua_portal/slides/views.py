@@ -226,6 +226,27 @@ class CohortViewSet(viewsets.ModelViewSet):
 # --------------------------------------------------------------------------- resumable uploads
 
 
+def chunk_position(request: Request, *, size: int, received: int) -> tuple[int, int]:
+    """Where a chunk of a resumable upload goes and how long it is: ``Content-Range: bytes START-END/SIZE``
+    (SIZE the upload's), else an ``Upload-Offset`` header or ``?offset=``; the length is the body's."""
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    content_range = request.META.get("HTTP_CONTENT_RANGE")
+    if content_range:
+        offset, declared = services.parse_content_range(content_range, size=size)
+        if declared != length:
+            raise services.SlideRejected(
+                f"Content-Range announces {declared} bytes but the body has {length}.", offset=received,
+            )
+        return offset, length
+    raw = request.META.get("HTTP_UPLOAD_OFFSET") or request.query_params.get("offset")
+    if raw is None or not str(raw).isdigit():
+        raise services.SlideRejected(
+            "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
+            offset=received,
+        )
+    return int(raw), length
+
+
 class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """A resumable upload: GET tells the offset, PUT/PATCH sends a chunk, POST complete/ makes the slide.
 
@@ -261,23 +282,7 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     @_chunk_schema
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         upload = self.get_object()
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        content_range = request.META.get("HTTP_CONTENT_RANGE")
-        if content_range:
-            offset, declared = services.parse_content_range(content_range, size=upload.size_bytes)
-            if declared != length:
-                raise services.SlideRejected(
-                    f"Content-Range announces {declared} bytes but the body has {length}.",
-                    offset=upload.received_bytes,
-                )
-        else:
-            raw = request.META.get("HTTP_UPLOAD_OFFSET") or request.query_params.get("offset")
-            if raw is None or not str(raw).isdigit():
-                raise services.SlideRejected(
-                    "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
-                    offset=upload.received_bytes,
-                )
-            offset = int(raw)
+        offset, length = chunk_position(request, size=upload.size_bytes, received=upload.received_bytes)
         upload = services.receive_chunk(upload, offset=offset, length=length, stream=cast(IO[bytes], request._request))
         return Response(SlideUploadSerializer(upload).data)
 
