@@ -133,6 +133,10 @@ class CohortImportViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, v
     def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return Response(imports.progress(self.get_object()))
 
+    @extend_schema(request=None, responses={204: None}, summary="Cancel an import: its staged bytes go")
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().destroy(request, *args, **kwargs)
+
     def perform_destroy(self, instance: CohortImport) -> None:
         imports.cancel_import(instance)
 
