@@ -41,7 +41,7 @@ typecheck: setup
 PYTEST_WORKERS ?= 2
 
 test: setup chromium lint typecheck
-	$(BIN)/python scripts/devenv.py run -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python scripts/devenv.py run -- $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal --durations=25 $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/python scripts/devenv.py demo

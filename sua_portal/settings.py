@@ -189,6 +189,8 @@ SPECTACULAR_SETTINGS = {
         "EnsembleStatusEnum": "sua_portal.ensembles.models.Ensemble.Status",
         "HeatmapStatusEnum": "sua_portal.ensembles.models.SlideHeatmap.Status",
         "RunStatusEnum": "sua_portal.runs.models.Run.Status",
+        "PortalRoleEnum": "sua_portal.accounts.roles.ROLES",
+        "RunCohortRoleEnum": "sua_portal.runs.models.RunCohort.Role",
     },
 }
 
@@ -252,11 +254,18 @@ INFERENCE_BATCH = envint("INFERENCE_BATCH", 16)
 INFERENCE_TILE = envint("INFERENCE_TILE", 256)
 # Threads torch may use in one worker process; a prefork pool has one process per core already.
 TORCH_THREADS = envint("TORCH_THREADS", 1)
+# The training preset (analysis.training.TRAINING_PRESETS) whose values the admin's training form starts
+# from: "paper" is the paper's recipe (SPEC §8); "demo" trains on a CPU in minutes.
+TRAINING_FORM_PRESET = envstr("TRAINING_FORM_PRESET", "paper")
 
 # Uploads stream to disk past this size; slides larger than the limit are refused.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 16 * 1024 * 1024
 SLIDE_MAX_UPLOAD_BYTES = envint("SLIDE_MAX_UPLOAD_BYTES", 20 * 1024**3)
+# A cohort import from the browser (docs/cohort-import.md): files in one import (a zip's entries count),
+# and the largest preview or start request (the file list and the manifest, as JSON).
+IMPORT_MAX_FILES = envint("IMPORT_MAX_FILES", 20000)
+IMPORT_MAX_REQUEST_BYTES = envint("IMPORT_MAX_REQUEST_BYTES", 32 * 1024 * 1024)
 # The members of an ensemble imported in one request, all together.
 ENSEMBLE_MAX_UPLOAD_BYTES = envint("ENSEMBLE_MAX_UPLOAD_BYTES", 4 * 1024**3)
 # Seconds a request may go without sending the next byte of its body before it is answered 408

@@ -44,4 +44,5 @@ urlpatterns = [
     path("api/", include(review_urls.api_urlpatterns)),
     path("", include(slide_urls.page_urlpatterns)),
     path("", include(run_urls.page_urlpatterns)),
+    path("", include(ensemble_urls.page_urlpatterns)),
 ]

@@ -10,6 +10,8 @@ from sua_portal.accounts import roles
 from sua_portal.accounts.models import ApiToken, Membership, Project
 
 User = get_user_model()
+#: The roles a member may be given (a name of its own: MemberSerializer has a field called ``roles``).
+ROLE_CHOICES = roles.ROLES
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -25,10 +27,14 @@ class MemberSerializer(serializers.ModelSerializer):
     user_id = serializers.IntegerField(source="user.id", read_only=True)
     username = serializers.CharField(source="user.username")
     roles = serializers.SerializerMethodField()
+    role = serializers.ChoiceField(
+        choices=ROLE_CHOICES, required=False, write_only=True,
+        help_text="also give the person this portal-wide role (their other roles go)",
+    )
 
     class Meta:
         model = Membership
-        fields = ["user_id", "username", "roles", "added"]
+        fields = ["user_id", "username", "roles", "role", "added"]
         read_only_fields = ["user_id", "roles", "added"]
 
     def get_roles(self, obj: Membership) -> list[str]:
@@ -39,6 +45,10 @@ class MemberSerializer(serializers.ModelSerializer):
             return User.objects.get(username=value)
         except User.DoesNotExist:
             raise serializers.ValidationError(f"There is no user called {value!r}.") from None
+
+
+class MemberRoleSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=ROLE_CHOICES, help_text="the person's one portal-wide role")
 
 
 class MeSerializer(serializers.Serializer):

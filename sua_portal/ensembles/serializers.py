@@ -47,6 +47,24 @@ class ImportSerializer(serializers.Serializer):
     members = serializers.ListField(child=serializers.FileField(), min_length=1)
     tile_size = serializers.IntegerField(min_value=16, max_value=4096, default=256)
     level_downsample = serializers.FloatField(min_value=1.0, default=1.0)
+    dry_run = serializers.BooleanField(
+        default=False, help_text="only check: load each member and run it on one tile, store nothing (200)")
+
+
+class MemberCheckSerializer(serializers.Serializer):
+    file = serializers.CharField()
+    format = serializers.CharField()
+    config = serializers.DictField()
+    parameters = serializers.IntegerField()
+    size_bytes = serializers.IntegerField()
+
+
+class DryRunSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    name = serializers.CharField()
+    tile_size = serializers.IntegerField()
+    level_downsample = serializers.FloatField()
+    members = MemberCheckSerializer(many=True)
 
 
 class RunSerializer(serializers.Serializer):

@@ -102,16 +102,28 @@ def load_members(ensemble: Ensemble, *, device: str = "cpu") -> list[Any]:
     return modules
 
 
-def import_members(
-    *,
-    project: Any,
-    name: str,
-    files: Sequence[Any],
-    tile_size: int,
-    level_downsample: float,
-    user: Any,
-) -> Ensemble:
-    """Check each uploaded member by a dry run on one tile, then store all or nothing."""
+@dataclass(frozen=True)
+class MemberCheck:
+    """What the dry run of one uploaded member found: the file, its format, its network and its size."""
+
+    file: str
+    format: str
+    config: dict[str, Any]
+    parameters: int
+    size_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "format": self.format, "config": self.config, "parameters": self.parameters,
+                "size_bytes": self.size_bytes}
+
+
+def check_members(*, project: Any, name: str, files: Sequence[Any], tile_size: int,
+                  level_downsample: float) -> list[MemberCheck]:
+    """The import's dry run: each uploaded member loaded and run on one tile; nothing is stored.
+
+    Raises :class:`EnsembleError` naming the first file that fails (or the name, tile size or
+    resolution that does not fit).
+    """
     # analysis.models imports torch, which a Celery parent must not import before it forks its workers.
     import torch
 
@@ -122,7 +134,7 @@ def import_members(
     _check_tile_size(tile_size, level_downsample)
     if Ensemble.objects.filter(project=project, name=name).exists():
         raise EnsembleError(f"an ensemble called {name!r} already exists in this project")
-    checked: list[tuple[Any, dict[str, Any], str]] = []
+    checked = []
     for upload in files:
         upload.seek(0)
         try:
@@ -132,16 +144,36 @@ def import_members(
             raise EnsembleError(f"{upload.name}: {exc}") from None
         # The file type decides the label: TorchScript may carry its configuration too.
         is_script = isinstance(module, torch.jit.ScriptModule)
-        fmt = str(EnsembleMember.Format.TORCHSCRIPT if is_script else EnsembleMember.Format.STATE_DICT)
-        checked.append((upload, config.to_dict() if config is not None else {}, fmt))
+        checked.append(MemberCheck(
+            file=Path(upload.name).name,
+            format=str(EnsembleMember.Format.TORCHSCRIPT if is_script else EnsembleMember.Format.STATE_DICT),
+            config=config.to_dict() if config is not None else {},
+            parameters=int(sum(p.numel() for p in module.parameters())),
+            size_bytes=int(getattr(upload, "size", 0) or 0),
+        ))
+    return checked
+
+
+def import_members(
+    *,
+    project: Any,
+    name: str,
+    files: Sequence[Any],
+    tile_size: int,
+    level_downsample: float,
+    user: Any,
+) -> Ensemble:
+    """Check each uploaded member by a dry run on one tile (:func:`check_members`), then store all or nothing."""
+    checked = check_members(project=project, name=name, files=files, tile_size=tile_size,
+                            level_downsample=level_downsample)
     with transaction.atomic():
         ensemble = Ensemble.objects.create(
             project=project, name=name, origin=Ensemble.Origin.IMPORTED, status=Ensemble.Status.READY,
-            network_config=checked[0][1], tile_size=tile_size, level_downsample=level_downsample, created_by=user,
+            network_config=checked[0].config, tile_size=tile_size, level_downsample=level_downsample, created_by=user,
         )
-        for index, (upload, member_config, fmt) in enumerate(checked):
+        for index, (upload, check) in enumerate(zip(files, checked, strict=True)):
             upload.seek(0)
-            member = EnsembleMember(ensemble=ensemble, index=index, format=fmt, config=member_config)
+            member = EnsembleMember(ensemble=ensemble, index=index, format=check.format, config=check.config)
             member.checkpoint.save(Path(upload.name).name, File(upload), save=False)
             member.save()
     return ensemble

@@ -20,6 +20,7 @@ from sua_portal.core.params import query_id
 from sua_portal.ensembles import services
 from sua_portal.ensembles.models import Ensemble, SlideHeatmap
 from sua_portal.ensembles.serializers import (
+    DryRunSerializer,
     EnsembleSerializer,
     HeatmapSerializer,
     ImportSerializer,
@@ -77,7 +78,7 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request={"multipart/form-data": ImportSerializer},
-                   responses={201: EnsembleSerializer, 404: _NOT_YOUR_PROJECT,
+                   responses={201: EnsembleSerializer, 200: DryRunSerializer, 404: _NOT_YOUR_PROJECT,
                               413: OpenApiResponse(description="the member files together are larger than "
                                                                "ENSEMBLE_MAX_UPLOAD_BYTES")})
     @action(detail=False, methods=["post"], url_path="import", allowed_roles=(roles.ADMIN,))
@@ -86,10 +87,17 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
                                 if hasattr(request.data, "dict") else request.data)
         body.is_valid(raise_exception=True)
         project = _member_project(request, body.validated_data["project"])
+        data = body.validated_data
+        if data["dry_run"]:
+            checks = services.check_members(project=project, name=data["name"], files=data["members"],
+                                            tile_size=data["tile_size"], level_downsample=data["level_downsample"])
+            return Response(DryRunSerializer({
+                "dry_run": True, "name": data["name"], "tile_size": data["tile_size"],
+                "level_downsample": data["level_downsample"], "members": [c.as_dict() for c in checks],
+            }).data)
         ensemble = services.import_members(
-            project=project, name=body.validated_data["name"], files=body.validated_data["members"],
-            tile_size=body.validated_data["tile_size"], level_downsample=body.validated_data["level_downsample"],
-            user=request.user,
+            project=project, name=data["name"], files=data["members"], tile_size=data["tile_size"],
+            level_downsample=data["level_downsample"], user=request.user,
         )
         return Response(EnsembleSerializer(ensemble).data, status=status.HTTP_201_CREATED)
 
@@ -113,21 +121,22 @@ class EnsembleViewSet(viewsets.ReadOnlyModelViewSet):
 
 @extend_schema_view(list=extend_schema(parameters=[
     OpenApiParameter("ensemble", int, description="only the heatmaps of this ensemble (an id)"),
-    OpenApiParameter("slide", int, description="only the heatmaps of this slide (an id)")]))
+    OpenApiParameter("slide", int, description="only the heatmaps of this slide (an id)"),
+    OpenApiParameter("cohort", int, description="only the heatmaps of this cohort's slides (an id)")]))
 class HeatmapViewSet(viewsets.ReadOnlyModelViewSet):
     """Per-slide inference: status, progress in percent, cancel, and the slide's NPRs."""
 
     serializer_class = HeatmapSerializer
     permission_classes = [IsAuthenticated, HasRole]
     allowed_roles = (roles.ADMIN, roles.RESEARCHER)
-    list_filters = {"list": ("ensemble", "slide")}
+    list_filters = {"list": ("ensemble", "slide", "cohort")}
 
     def get_queryset(self) -> QuerySet[SlideHeatmap]:
         qs = SlideHeatmap.objects.filter(
             ensemble__project__in=Project.objects.visible_to(self.request.user)).select_related("slide", "ensemble")
-        for key in ("ensemble", "slide"):
+        for key, field in (("ensemble", "ensemble"), ("slide", "slide"), ("cohort", "slide__cohort")):
             if (value := query_id(self.request, key)) is not None:
-                qs = qs.filter(**{key: value})
+                qs = qs.filter(**{field: value})
         return qs
 
     @extend_schema(request=None, responses={200: HeatmapSerializer})

@@ -65,8 +65,8 @@ def _form_context(request: HttpRequest, project: Project | None, values: dict[st
     return {
         "projects": projects, "project": project,
         "ensembles": Ensemble.objects.filter(project=project, status=Ensemble.Status.READY) if project else [],
-        "validation": Cohort.objects.filter(project=project, split=Cohort.Split.VALIDATION) if project else [],
-        "test": Cohort.objects.filter(project=project, split=Cohort.Split.TEST) if project else [],
+        "validation": Cohort.objects.active().filter(project=project, split=Cohort.Split.VALIDATION) if project else [],
+        "test": Cohort.objects.active().filter(project=project, split=Cohort.Split.TEST) if project else [],
         "defaults": defaults, "values": values,
         "ranges_text": values.get("ranges_text") or ", ".join(f"{lo:g}-{up:g}" for lo, up in defaults.ranges),
         "aggregates": ["mean", "p90", services.AGGREGATE_AUTO],

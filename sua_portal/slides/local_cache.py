@@ -126,7 +126,9 @@ class SlideCache:
         for folder in self.root.glob("*/*"):
             if not folder.is_dir():
                 continue
-            stats = [s for s in map(_stat_or_none, folder.iterdir()) if s is not None]
+            # A MIRAX slide's data folder lies inside its slide's folder: count its files too.
+            stats = [s for s in map(_stat_or_none, (p for p in folder.rglob("*") if not p.is_dir()))
+                     if s is not None]
             found.append(CacheEntry(
                 key=folder.name, folder=folder, size=sum(s.st_size for s in stats),
                 last_used=max((s.st_mtime for s in stats), default=folder.stat().st_mtime),

@@ -28,6 +28,12 @@ def validate_mpp(value: float) -> None:
         )
 
 
+class CohortQuerySet(models.QuerySet["Cohort"]):
+    def active(self) -> CohortQuerySet:
+        """The cohorts lists show: not archived (an archived cohort's page and its runs still open)."""
+        return self.filter(archived=False)
+
+
 class Cohort(models.Model):
     """A set of slides of one split (train / validation / test) from one domain."""
 
@@ -46,7 +52,12 @@ class Cohort(models.Model):
         help_text="level-0 micrometres per pixel of the cohort's slides whose files do not say (a slide's own "
                   "override and its file's resolution come first)",
     )
+    archived = models.BooleanField(
+        default=False, help_text="deleted softly: hidden from lists, its slides and the runs that used it kept",
+    )
     created = models.DateTimeField(auto_now_add=True)
+
+    objects = CohortQuerySet.as_manager()
 
     class Meta:
         ordering = ["project", "split", "name"]
@@ -93,6 +104,12 @@ class Slide(models.Model):
     # (a conditional update), so two workers never check the same slide at once.
     check_started = models.DateTimeField(null=True, blank=True)
     checked = models.DateTimeField(null=True, blank=True)
+    # A slide of several files (MIRAX, DICOM-WSI): the others, beside ``file`` in its storage folder.
+    companion_files = models.JSONField(
+        default=list, blank=True,
+        help_text="the slide's other files (MIRAX data folder, the rest of a DICOM series): "
+                  "[{'path': relative to the file's folder, 'size': bytes}]",
+    )
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -153,6 +170,11 @@ class Annotation(models.Model):
         return f"{self.label} on {self.slide} ({self.source})"
 
 
+def companion_name(main: str, relative: str) -> str:
+    """The storage name of a multi-file slide's other file ``relative`` to its main file ``main``."""
+    return f"{main.rsplit('/', 1)[0]}/{relative}" if "/" in main else relative
+
+
 def staging_dir() -> Path:
     """Where resumable uploads collect their bytes (a volume shared by the web processes)."""
     configured = getattr(settings, "SLIDE_UPLOAD_STAGING_DIR", None)
@@ -161,8 +183,8 @@ def staging_dir() -> Path:
     return path
 
 
-def staging_path(upload: SlideUpload) -> Path:
-    """The staging file of a resumable upload: its bytes so far."""
+def staging_path(upload: SlideUpload | ImportPart) -> Path:
+    """The staging file of a resumable upload (a slide's, or a file's of an import): its bytes so far."""
     return staging_dir() / f"{upload.pk}.part"
 
 
@@ -199,6 +221,7 @@ def _delete_slide_file(sender: type[Slide], instance: Slide, **kwargs: Any) -> N
     name = instance.file.name
     if not name:
         return
+    companions = [companion_name(name, c["path"]) for c in instance.companion_files or []]
 
     def remove() -> None:
         if Slide.objects.filter(file=name).exists():
@@ -206,6 +229,8 @@ def _delete_slide_file(sender: type[Slide], instance: Slide, **kwargs: Any) -> N
         with suppress(NotImplementedError):
             tiles.forget_source(default_storage.path(name))
         default_storage.delete(name)
+        for other in companions:
+            default_storage.delete(other)
 
     transaction.on_commit(remove)
 
@@ -213,4 +238,79 @@ def _delete_slide_file(sender: type[Slide], instance: Slide, **kwargs: Any) -> N
 @receiver(post_delete, sender=SlideUpload)
 def _delete_staged_bytes(sender: type[SlideUpload], instance: SlideUpload, **kwargs: Any) -> None:
     path = staging_path(instance)  # now: Django clears the primary key of deleted rows afterwards
+    transaction.on_commit(lambda: path.unlink(missing_ok=True))
+
+
+class CohortImport(models.Model):
+    """A cohort import from the browser: the plan it was started with, its files' uploads, its slides' outcomes.
+
+    The files arrive as resumable uploads (:class:`ImportPart`); each slide is then made from its parts
+    (:class:`ImportItem`), so an import interrupted anywhere goes on from where it stood.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    name = models.CharField(max_length=200, help_text="the cohort name the import was started with")
+    plan = models.JSONField(help_text="the plan (analysis.cohort_import.ImportPlan) as the preview answered it")
+    archive = models.CharField(max_length=500, blank=True, help_text="a dropped zip, uploaded whole")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"import {self.pk} of {self.name}"
+
+
+class ImportPart(models.Model):
+    """One dropped file (or the dropped zip) on its way to the server, in chunks (bytes in a staging file)."""
+
+    id = models.UUIDField(primary_key=True, default=_new_upload_id, editable=False)
+    cohort_import = models.ForeignKey(CohortImport, on_delete=models.CASCADE, related_name="parts")
+    path = models.CharField(max_length=1000)
+    size_bytes = models.BigIntegerField()
+    received_bytes = models.BigIntegerField(default=0)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["cohort_import", "path"]
+        constraints = [models.UniqueConstraint(fields=["cohort_import", "path"], name="import_part_once")]
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.received_bytes}/{self.size_bytes} bytes)"
+
+
+class ImportItem(models.Model):
+    """One slide of an import: what the plan says of it, and what came of it."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "pending"
+        CREATED = "created", "created"
+        REJECTED = "rejected", "rejected"
+        SKIPPED = "skipped", "skipped"
+
+    cohort_import = models.ForeignKey(CohortImport, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()
+    name = models.CharField(max_length=255)
+    cohort = models.ForeignKey(Cohort, on_delete=models.CASCADE, related_name="+")
+    spec = models.JSONField(help_text="the plan's slide (analysis.cohort_import.PlannedSlide)")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    reason = models.TextField(blank=True)
+    slide = models.ForeignKey(Slide, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    annotated = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["cohort_import", "position"]
+        constraints = [models.UniqueConstraint(fields=["cohort_import", "position"], name="import_item_once")]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.state}"
+
+
+@receiver(post_delete, sender=ImportPart)
+def _delete_staged_part(sender: type[ImportPart], instance: ImportPart, **kwargs: Any) -> None:
+    path = staging_path(instance)
     transaction.on_commit(lambda: path.unlink(missing_ok=True))

@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from shapely.geometry import shape
 
+from analysis import cohort_import
 from sua_portal.accounts import roles
 from sua_portal.accounts.models import Project
 from sua_portal.slides import services
@@ -40,7 +42,7 @@ def cohort_context(request: HttpRequest, pk: int) -> dict[str, Any]:
         "counts": counts,
         "tumor_count": sum(1 for s in slides if s.has_tumor),
         "unknown_mpp_count": sum(1 for s in slides if s.effective_mpp is None),
-        "other_cohorts": cohort.project.cohorts.exclude(pk=cohort.pk),
+        "other_cohorts": cohort.project.cohorts.active().exclude(pk=cohort.pk),
         "can_upload": roles.has_role(request.user, roles.ADMIN),
         "extensions": ",".join(services.SLIDE_EXTENSIONS),
         "extensions_display": " ".join(services.SLIDE_EXTENSIONS),
@@ -86,3 +88,22 @@ def slide_viewer(request: HttpRequest, pk: int) -> HttpResponse:
         "has_truth": show_truth and annotations.filter(source=Annotation.Source.GROUND_TRUTH).exists(),
     }
     return render(request, "slides/viewer.html", context)
+
+
+@login_required
+def import_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """Import a cohort from a dropped folder or zip, with its manifest (admins of the project)."""
+    project = Project.objects.visible_to(request.user).filter(pk=pk).first()
+    if project is None:
+        raise Http404("No such project.")
+    if not roles.has_role(request.user, roles.ADMIN):
+        raise PermissionDenied("Only admins import cohorts.")
+    context = {
+        "project": project,
+        "splits": Cohort.Split.values,
+        "slide_extensions": " ".join(cohort_import.SLIDE_EXTENSIONS),
+        "manifest_columns": ", ".join(cohort_import.MANIFEST_COLUMNS),
+        "max_upload_bytes": services.max_upload_bytes(),
+        "cohorts": project.cohorts.order_by("name"),
+    }
+    return render(request, "slides/import.html", context)

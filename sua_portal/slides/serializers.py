@@ -16,8 +16,8 @@ class CohortSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Cohort
-        fields = ["id", "project", "name", "split", "domain", "description", "mpp_override", "created", "slide_count",
-                  "ready_count"]
+        fields = ["id", "project", "name", "split", "domain", "description", "mpp_override", "archived", "created",
+                  "slide_count", "ready_count"]
         read_only_fields = ["id", "project", "created", "slide_count", "ready_count"]
         # Name clashes are answered by the view with a sentence, not a generic "unique set".
         validators: list[Any] = []

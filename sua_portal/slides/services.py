@@ -14,13 +14,12 @@ import os
 import re
 import shutil
 import tempfile
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import shapely
@@ -36,6 +35,7 @@ from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 
 from analysis import annotations as ann
+from analysis import cohort_import
 from analysis.errors import InputError, NoTumorAreaError
 from analysis.synthetic import generate_cohort
 from sua_portal.accounts.models import Project
@@ -44,14 +44,21 @@ from sua_portal.core.bodies import human_bytes
 from sua_portal.errors import Conflict, DomainError, Gone, TooLarge
 from sua_portal.slides import tiles
 from sua_portal.slides.local_cache import SlideCache
-from sua_portal.slides.models import Annotation, Cohort, Slide, SlideUpload, staging_dir, staging_path
+from sua_portal.slides.models import (
+    Annotation,
+    Cohort,
+    ImportPart,
+    Slide,
+    SlideUpload,
+    companion_name,
+    staging_dir,
+    staging_path,
+)
 
 log = logging.getLogger(__name__)
 
 #: File name endings accepted as slides (what OpenSlide and large-image's sources read).
-SLIDE_EXTENSIONS: tuple[str, ...] = (
-    ".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".dcm", ".bif", ".vms", ".svslide", ".qptiff",
-)
+SLIDE_EXTENSIONS: tuple[str, ...] = cohort_import.SLIDE_EXTENSIONS
 _FORMAT_NAMES = {
     ".svs": "Aperio SVS", ".tif": "TIFF", ".tiff": "TIFF", ".ndpi": "Hamamatsu NDPI", ".mrxs": "MIRAX",
     ".scn": "Leica SCN", ".dcm": "DICOM WSI", ".bif": "Ventana BIF", ".vms": "Hamamatsu VMS",
@@ -96,18 +103,13 @@ def max_upload_bytes() -> int:
     return int(settings.SLIDE_MAX_UPLOAD_BYTES)
 
 
-#: Unicode categories a file name loses before it is checked: control characters (Cc), zero-width and
-#: other invisible formatting (Cf: U+200B..U+200F, U+2060, U+FEFF, the bidirectional overrides), line and
-#: paragraph separators (Zl, Zp).
-_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 MAX_FILE_NAME_CHARS = 200
 
 
 def normalized_file_name(filename: str) -> str:
     """``filename`` as it is checked and stored: invisible and control characters removed, then Unicode
     NFKC (so full-width letters are plain ones and a full-width solidus U+FF0F is a "/"), then stripped."""
-    visible = "".join(ch for ch in filename or "" if unicodedata.category(ch) not in _INVISIBLE_CATEGORIES)
-    return unicodedata.normalize("NFKC", visible).strip()
+    return cohort_import.normalized_name(filename)
 
 
 def check_file_name(filename: str, *, what: str = "file") -> str:
@@ -209,8 +211,29 @@ def slide_file(slide: Slide) -> Iterator[Path]:
         with default_storage.open(stored_name(slide), "rb") as src:
             shutil.copyfileobj(src, out, _CHUNK)
 
-    with slide_cache().open(slide.sha256, Path(stored_name(slide)).name, slide.size_bytes, download) as path:
+    companions = slide.companion_files or []
+    main_size = slide.size_bytes - sum(int(c["size"]) for c in companions)
+    with slide_cache().open(slide.sha256, Path(stored_name(slide)).name, main_size, download) as path:
+        # A MIRAX data folder or the rest of a DICOM series: beside the file, as in storage.
+        for companion in companions:
+            _fetch_companion(path.parent, companion_name(stored_name(slide), companion["path"]), companion)
         yield path
+
+
+def _fetch_companion(folder: Path, name: str, companion: dict[str, Any]) -> None:
+    target = folder / companion["path"]
+    if target.is_file() and target.stat().st_size == int(companion["size"]):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".part", delete=False) as out:
+        try:
+            with default_storage.open(name, "rb") as src:
+                shutil.copyfileobj(src, out, _CHUNK)
+        except BaseException:
+            out.close()
+            Path(out.name).unlink(missing_ok=True)
+            raise
+    os.replace(out.name, target)
 
 
 def local_path(slide: Slide) -> Path:
@@ -302,6 +325,85 @@ def _duplicate(existing: Slide, filename: str) -> SlideRejected:
                          slide=existing.pk)
 
 
+def store_slide_files(
+    cohort: Cohort, folder: Path, *, main: str, name: str, user: Any = None, queue_check: bool = True,
+) -> Slide:
+    """Store a slide of several files (MIRAX: the .mrxs and its data folder; DICOM-WSI: one series) laid out
+    in ``folder`` as its reader expects them; ``main`` is the file the reader opens, relative to ``folder``.
+
+    The files are moved into one storage folder, ``main`` as the slide's file and the others beside it
+    (``companion_files``); the SHA-256 is that of the list of the files' paths, sizes and SHA-256s.  Checked
+    like :func:`store_slide` before anything is stored.
+    """
+    main_path = folder / main
+    filename = check_slide_filename(main_path.name)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    if main_path not in files:
+        raise SlideRejected(f"{name}: {main} is not among the slide's files.")
+    total = sum(p.stat().st_size for p in files)
+    check_slide_size(total, name)
+    listing = "".join(f"{p.relative_to(folder).as_posix()}\t{p.stat().st_size}\t{sha256_of_file(p)}\n" for p in files)
+    digest = hashlib.sha256(listing.encode()).hexdigest()
+    existing = Slide.objects.filter(cohort=cohort, sha256=digest).first()
+    if existing is not None:
+        raise _duplicate(existing, name)
+    try:
+        info = tiles.inspect_slide(main_path)
+    except tiles.SlideReadError as exc:
+        raise SlideRejected(f"{name} is not a readable slide: {exc}.") from None
+    base = main_path.parent
+    companions = [p for p in files if p != main_path]
+    slide = Slide(
+        cohort=cohort, name=normalized_file_name(name)[:255], sha256=digest, size_bytes=total,
+        uploaded_by=user if getattr(user, "is_authenticated", False) else None,
+        format=_format_name(filename, info.source)[:64],
+        companion_files=[{"path": p.relative_to(base).as_posix(), "size": p.stat().st_size} for p in companions],
+    )
+    _apply_info(slide, info)
+    if any(not p.is_relative_to(base) for p in companions):
+        raise SlideRejected(f"{name}: the slide's files must lie in the folder of {main} or below it.")
+    content = _MovableFile(main_path)
+    try:
+        slide.file.save(filename, content, save=False)
+    finally:
+        content.close()
+    try:
+        for path, companion in zip(companions, slide.companion_files, strict=True):
+            wanted = companion_name(stored_name(slide), companion["path"])
+            part = _MovableFile(path)
+            try:
+                saved = default_storage.save(wanted, part)
+            finally:
+                part.close()
+            if saved != wanted:
+                default_storage.delete(saved)
+                raise SlideConflict(f"{name}: {companion['path']} is in storage already; send the slide again.")
+        with transaction.atomic():
+            slide.save()
+    except IntegrityError:
+        delete_stored_files(slide)
+        other = Slide.objects.filter(cohort=cohort, sha256=digest).first()
+        if other is None:
+            raise
+        raise _duplicate(other, name) from None
+    except BaseException:
+        delete_stored_files(slide)
+        raise
+    if queue_check:
+        queue_slide_check(slide)
+    return slide
+
+
+def delete_stored_files(slide: Slide) -> None:
+    """Remove a slide's files from storage (its file and, for MIRAX and DICOM, the others); the row stays."""
+    main = stored_name(slide)
+    if not main:
+        return
+    for companion in slide.companion_files or []:
+        default_storage.delete(companion_name(main, companion["path"]))
+    default_storage.delete(main)
+
+
 def _apply_info(slide: Slide, info: tiles.SlideInfo) -> None:
     slide.width, slide.height, slide.levels = info.width, info.height, info.levels
     slide.mpp, slide.magnification = info.mpp, info.magnification
@@ -360,6 +462,10 @@ def start_upload(cohort: Cohort, *, filename: str, size: int, sha256: str = "", 
     return upload
 
 
+#: A resumable upload of a slide, or of one file of a cohort import (:mod:`sua_portal.slides.imports`).
+_Upload = TypeVar("_Upload", SlideUpload, ImportPart)
+
+
 def parse_content_range(header: str, *, size: int) -> tuple[int, int]:
     """``bytes START-END/TOTAL`` -> (offset, length); TOTAL must be the announced size."""
     match = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", header or "")
@@ -373,7 +479,7 @@ def parse_content_range(header: str, *, size: int) -> tuple[int, int]:
     return start, end - start + 1
 
 
-def receive_chunk(upload: SlideUpload, *, offset: int, length: int, stream: IO[bytes] | None) -> SlideUpload:
+def receive_chunk(upload: _Upload, *, offset: int, length: int, stream: IO[bytes] | None) -> _Upload:
     """Append ``length`` bytes read from ``stream`` at ``offset`` (which must be where the upload stands).
 
     The row is locked while writing so two requests never write the same
@@ -381,7 +487,7 @@ def receive_chunk(upload: SlideUpload, *, offset: int, length: int, stream: IO[b
     client asks for the offset and goes on from there.
     """
     with transaction.atomic():
-        locked = SlideUpload.objects.select_for_update().get(pk=upload.pk)
+        locked = type(upload).objects.select_for_update().get(pk=upload.pk)
         if offset != locked.received_bytes:
             raise SlideConflict(
                 f"This chunk starts at byte {offset} but the upload has {locked.received_bytes} bytes; "

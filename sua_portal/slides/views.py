@@ -37,7 +37,7 @@ from rest_framework.views import APIView
 from sua_portal.accounts.authentication import PersonalTokenAuthentication
 from sua_portal.accounts.models import Project
 from sua_portal.accounts.permissions import IsAdminRoleOrReadOnly
-from sua_portal.core.params import check_query_names, query_choice, query_id, query_int
+from sua_portal.core.params import check_query_names, query_bool, query_choice, query_id, query_int
 from sua_portal.core.schema import ErrorSerializer, PortalAutoSchema
 from sua_portal.errors import Unreadable
 from sua_portal.http import not_modified
@@ -126,15 +126,24 @@ def _annotation_form_limit() -> int:
 # --------------------------------------------------------------------------- cohorts
 
 
+def _name_taken(project: Project, name: str) -> str:
+    archived = Cohort.objects.filter(project=project, name=name, archived=True).exists()
+    return (f"A cohort called {name!r} exists in this project" +
+            (" (archived: restore it, or choose another name)." if archived else "."))
+
+
 @extend_schema_view(list=extend_schema(parameters=[
-    OpenApiParameter("project", int, description="only the cohorts of this project (an id)")]))
+    OpenApiParameter("project", int, description="only the cohorts of this project (an id)"),
+    OpenApiParameter("archived", bool, description="true: the archived cohorts instead (without it, they are left out)"),
+]))
 class CohortViewSet(viewsets.ModelViewSet):
-    """Cohorts of the caller's projects. Admins create them and upload slides into them."""
+    """Cohorts of the caller's projects. Admins create them and upload slides into them; PATCH ``archived``
+    deletes one softly (hidden from lists, its slides and runs kept) or brings it back, DELETE removes it."""
 
     permission_classes = [IsAuthenticated, IsAdminRoleOrReadOnly]
     parser_classes = [JSONParser, StrictMultiPartParser]
     # The query parameters each list takes besides limit and offset (others are a 400 naming them).
-    list_filters = {"list": ("project",), "slides": ()}
+    list_filters = {"list": ("project", "archived"), "slides": ()}
     # The largest request body of each action (sua_portal.core.bodies; others take DATA_UPLOAD_MAX_MEMORY_SIZE).
     body_limits = {"slides": _slide_form_limit}
 
@@ -145,6 +154,8 @@ class CohortViewSet(viewsets.ModelViewSet):
         )
         if (project := query_id(self.request, "project")) is not None:
             cohorts = cohorts.filter(project_id=project)
+        if self.action == "list":
+            cohorts = cohorts.filter(archived=bool(query_bool(self.request, "archived")))
         return cohorts
 
     def get_serializer_class(self) -> Any:
@@ -157,7 +168,7 @@ class CohortViewSet(viewsets.ModelViewSet):
         body.is_valid(raise_exception=True)
         project = get_object_or_404(_visible_projects(request.user), pk=body.validated_data["project"])
         if Cohort.objects.filter(project=project, name=body.validated_data["name"]).exists():
-            raise ValidationError({"name": [f"A cohort called {body.validated_data['name']!r} exists in this project."]})
+            raise ValidationError({"name": [_name_taken(project, body.validated_data["name"])]})
         cohort = body.save(project=project)
         return Response(CohortSerializer(cohort).data, status=status.HTTP_201_CREATED)
 
@@ -165,7 +176,7 @@ class CohortViewSet(viewsets.ModelViewSet):
         name = serializer.validated_data.get("name")
         instance = serializer.instance
         if name and Cohort.objects.filter(project=instance.project, name=name).exclude(pk=instance.pk).exists():
-            raise ValidationError({"name": [f"A cohort called {name!r} exists in this project."]})
+            raise ValidationError({"name": [_name_taken(instance.project, name)]})
         serializer.save()
 
 
@@ -215,6 +226,27 @@ class CohortViewSet(viewsets.ModelViewSet):
 # --------------------------------------------------------------------------- resumable uploads
 
 
+def chunk_position(request: Request, *, size: int, received: int) -> tuple[int, int]:
+    """Where a chunk of a resumable upload goes and how long it is: ``Content-Range: bytes START-END/SIZE``
+    (SIZE the upload's), else an ``Upload-Offset`` header or ``?offset=``; the length is the body's."""
+    length = int(request.META.get("CONTENT_LENGTH") or 0)
+    content_range = request.META.get("HTTP_CONTENT_RANGE")
+    if content_range:
+        offset, declared = services.parse_content_range(content_range, size=size)
+        if declared != length:
+            raise services.SlideRejected(
+                f"Content-Range announces {declared} bytes but the body has {length}.", offset=received,
+            )
+        return offset, length
+    raw = request.META.get("HTTP_UPLOAD_OFFSET") or request.query_params.get("offset")
+    if raw is None or not str(raw).isdigit():
+        raise services.SlideRejected(
+            "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
+            offset=received,
+        )
+    return int(raw), length
+
+
 class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """A resumable upload: GET tells the offset, PUT/PATCH sends a chunk, POST complete/ makes the slide.
 
@@ -250,23 +282,7 @@ class SlideUploadViewSet(mixins.RetrieveModelMixin, mixins.DestroyModelMixin, vi
     @_chunk_schema
     def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         upload = self.get_object()
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        content_range = request.META.get("HTTP_CONTENT_RANGE")
-        if content_range:
-            offset, declared = services.parse_content_range(content_range, size=upload.size_bytes)
-            if declared != length:
-                raise services.SlideRejected(
-                    f"Content-Range announces {declared} bytes but the body has {length}.",
-                    offset=upload.received_bytes,
-                )
-        else:
-            raw = request.META.get("HTTP_UPLOAD_OFFSET") or request.query_params.get("offset")
-            if raw is None or not str(raw).isdigit():
-                raise services.SlideRejected(
-                    "Say where the chunk goes: Content-Range: bytes START-END/SIZE, or an Upload-Offset header.",
-                    offset=upload.received_bytes,
-                )
-            offset = int(raw)
+        offset, length = chunk_position(request, size=upload.size_bytes, received=upload.received_bytes)
         upload = services.receive_chunk(upload, offset=offset, length=length, stream=cast(IO[bytes], request._request))
         return Response(SlideUploadSerializer(upload).data)
 

@@ -6,7 +6,7 @@ not document fails the test. Operations come from the schema, so a new endpoint 
 without anyone writing a test for it.
 
 Path parameters mostly name real objects made here (a project, cohort, checked slide,
-annotation, upload, ensemble, heatmap, member, run, verdict, cohort reviewer), so the handlers run and
+annotation, upload, cohort import, ensemble, heatmap, member, run, verdict, cohort reviewer), so the handlers run and
 not only their 404s.
 Each request runs in a savepoint that is rolled back, so a DELETE (or a PATCH) of one of
 them leaves the next request the same data.
@@ -59,13 +59,14 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
     """
     from django.contrib.auth.models import Group, User
 
+    from analysis.cohort_import import FileEntry
     from sua_portal.accounts import tokens
     from sua_portal.accounts.models import Membership, Project
     from sua_portal.ensembles.models import Ensemble, SlideHeatmap
     from sua_portal.review.models import CohortReviewer, Verdict
     from sua_portal.runs.models import Region, Run, RunRange, RunSlide
     from sua_portal.runs.services import RunSettings
-    from sua_portal.slides import services
+    from sua_portal.slides import imports, services
     from sua_portal.slides.models import Annotation, Cohort
 
     with django_db_blocker.unblock():
@@ -86,6 +87,8 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
             geometry={"type": "MultiPolygon", "coordinates": [[[[0, 0], [40, 0], [40, 40], [0, 40], [0, 0]]]]},
         )
         upload = services.start_upload(cohort, filename="next.tiff", size=1000, user=users["admin"])
+        cohort_import = imports.start_import(project, imports.ImportRequest(
+            files=(FileEntry("drop/next.tiff", 1000),), cohort="Fuzz import", split="test"), user=users["admin"])
         ensemble = Ensemble.objects.create(project=project, name="Fuzz ensemble", origin=Ensemble.Origin.IMPORTED)
         heatmap = SlideHeatmap.objects.create(ensemble=ensemble, slide=slide)
         # A finished run with one range and the slide (no files: its downloads answer 404).
@@ -110,11 +113,12 @@ def fuzz_data(django_db_setup: Any, django_db_blocker: Any, testdata: Path) -> I
             "headers": {"anonymous": {}, **headers},
             # Path parameter values by the first segment of the path, then by name.
             "objects": {
-                "projects": {"id": project.pk, "user_id": users["guest"].pk},
+                "projects": {"id": project.pk, "user_id": users["guest"].pk, "project_pk": project.pk},
                 "cohorts": {"id": cohort.pk},
                 "slides": {"id": slide.pk, "annotation_id": annotation.pk, "level": 8, "col": 0, "row": 0,
                            "fmt": "jpeg"},
                 "uploads": {"id": str(upload.pk)},
+                "imports": {"id": cohort_import.pk, "part_id": str(cohort_import.parts.get().pk), "position": 0},
                 "ensembles": {"id": ensemble.pk},
                 "heatmaps": {"id": heatmap.pk, "kind": "entropy", "level": 0, "col": 0, "row": 0},
                 "runs": {"id": run.pk, "name": "slides.csv", "slide": slide.pk, "index": 0, "method": "sua",

@@ -22,7 +22,8 @@ def _entry_modules() -> list[str]:
 
 
 def test_the_pages_load_their_scripts_as_modules() -> None:
-    assert _entry_modules() == ["app/build.js", "app/run.js", "app/upload.js", "app/viewer.js"]
+    assert _entry_modules() == ["app/admin.js", "app/annotate.js", "app/build.js", "app/ensembles.js", "app/import.js",
+                                "app/run.js", "app/upload.js", "app/viewer.js"]
 
 
 @pytest.mark.django_db
@@ -48,5 +49,6 @@ def test_every_module_and_its_imports_are_served_as_javascript_after_collectstat
         source = response.getvalue().decode()
         todo += [url.rsplit("/", 1)[0] + "/" + name[2:] for name in IMPORT.findall(source)]
     assert {url.rsplit("/", 1)[1] for url in seen} == {
-        "viewer.js", "layers.js", "vector.js", "queue.js", "upload.js", "http.js", "run.js", "build.js"}
+        "viewer.js", "layers.js", "vector.js", "queue.js", "upload.js", "http.js", "run.js", "build.js", "admin.js",
+        "annotate.js", "ensembles.js", "import.js", "zipdir.js"}
     assert (settings.STATIC_ROOT / "openseadragon" / "openseadragon.min.js").is_file()

@@ -44,7 +44,7 @@ def test_an_admin_lands_on_projects_and_cohorts(people: dict[str, Any], demo_coh
     for cohort in demo_cohorts.values():
         assert f'href="/cohorts/{cohort.pk}/"' in html
     assert "Foreign" not in html  # only the admin's own projects
-    assert _nav(html) == ["worklist", "runs", "new-run", "projects", "admin"]
+    assert _nav(html) == ["worklist", "runs", "new-run", "projects", "manage", "admin"]
 
 
 def test_a_researcher_lands_on_their_runs(people: dict[str, Any], finished_run: Run) -> None:
