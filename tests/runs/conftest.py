@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -10,10 +11,48 @@ import pytest
 # The ensembles tests' fixtures: a tiny imported ensemble and the synthetic cohort imported into project 'Own'.
 from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noqa: F401
 
+#: Heatmaps computed by this test process, by what decides their pixels (see ``_heatmap_key``): the
+#: run tests each import a fresh ensemble of the same two member files, and inferring the cohort's
+#: six slides again for each of them took most of the suite's time. Inference itself is tested in
+#: tests/ensembles (and through a real worker in tests/runs/test_worker.py).
+_COMPUTED: dict[tuple[object, ...], tuple[float | None, dict[str, bytes]]] = {}
+_KINDS = ("segmentation", "entropy", "mutual_information", "variance")
+
+
+def _heatmap_key(heatmap: Any) -> tuple[object, ...]:
+    """The inputs of ``ensembles.services.infer``: member files, tiling, slide file and settings."""
+    from django.conf import settings
+
+    ensemble = heatmap.ensemble
+    checkpoints = []
+    for member in ensemble.members.order_by("index"):
+        with member.checkpoint.open("rb") as fh:
+            checkpoints.append(hashlib.sha256(fh.read()).hexdigest())
+    return (tuple(checkpoints), ensemble.tile_size, ensemble.level_downsample, heatmap.slide.sha256,
+            heatmap.slide.effective_mpp, settings.HEATMAP_DOWNSAMPLE, settings.INFERENCE_OVERLAP)
+
+
+def _store_computed(heatmap: Any, downsample: float | None, files: dict[str, bytes]) -> None:
+    """What ``infer`` stores when it is done, from the bytes it stored for the same inputs before."""
+    from django.core.files.base import ContentFile
+    from django.utils import timezone
+
+    from sua_portal.ensembles.models import SlideHeatmap
+
+    for kind, data in files.items():
+        getattr(heatmap, kind).save(f"{kind}.tiff", ContentFile(data), save=False)
+    heatmap.downsample = downsample
+    heatmap.status = SlideHeatmap.Status.DONE
+    heatmap.progress = 100.0
+    heatmap.started = heatmap.finished = timezone.now()
+    heatmap.save()
+
 
 def compute_heatmaps_here(run: Any) -> None:
     """Every heatmap a run queued, computed in this process (tests that are not about the worker).
 
+    The first time a slide meets these member files it is inferred here by ``ensembles.services.infer``;
+    later the bytes it stored then are stored again (same inputs, same pixels).
     The queued tasks also went to this test process's broker: where an earlier test started the
     session's Celery worker, it may claim a heatmap too; the later claim wins and the other stands
     down, so a heatmap this process did not finish is waited for until the worker has.
@@ -23,12 +62,22 @@ def compute_heatmaps_here(run: Any) -> None:
     from tests.conftest import wait_for
 
     pending = [SlideHeatmap.Status.QUEUED, SlideHeatmap.Status.RUNNING]
-    for heatmap in SlideHeatmap.objects.filter(ensemble=run.ensemble, status__in=pending):
+    queued = SlideHeatmap.objects.filter(ensemble=run.ensemble, status__in=pending).select_related("ensemble", "slide")
+    for heatmap in queued:
+        key = _heatmap_key(heatmap)
+        if key in _COMPUTED:
+            _store_computed(heatmap, *_COMPUTED[key])
+            continue
         if ensembles.infer(heatmap.pk) != "done":
             settled = SlideHeatmap.objects.filter(pk=heatmap.pk).exclude(status__in=pending)
             wait_for(settled.exists, timeout=120, what=f"the worker to finish heatmap {heatmap.pk}")
         heatmap.refresh_from_db()
         assert heatmap.status == SlideHeatmap.Status.DONE, heatmap.failure_reason
+        files: dict[str, bytes] = {}
+        for kind in _KINDS:
+            with getattr(heatmap, kind).open("rb") as fh:
+                files[kind] = fh.read()
+        _COMPUTED[key] = (heatmap.downsample, files)
 
 
 @pytest.fixture
