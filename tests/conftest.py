@@ -266,6 +266,13 @@ def celery_worker_process(django_db_setup: Any, django_db_blocker: Any, tmp_path
     stop_worker(proc)
 
 
+def shot(page: Any, name: str) -> None:
+    """A full-page screenshot of a browser test's page under $SUA_SHOTS (none when it is not set)."""
+    if shots := os.environ.get("SUA_SHOTS", ""):
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -8,7 +8,6 @@ Screenshots: with SUA_SHOTS=/some/folder the tests save the pages they open ther
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,18 +23,9 @@ from sua_portal.accounts.models import Membership, Project
 from sua_portal.ensembles.models import Ensemble, EnsembleMember, SlideHeatmap
 from sua_portal.slides import services as slide_services
 from sua_portal.slides.models import Annotation, Cohort, Slide
-from tests.conftest import create_user, wait_for
+from tests.conftest import create_user, shot, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-SHOTS = os.environ.get("SUA_SHOTS", "")
-
-
-def _shot(page: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
-
 
 @pytest.fixture
 def problems(page: Any) -> Iterator[list[str]]:
@@ -80,7 +70,7 @@ def test_an_admin_creates_a_project_adds_a_pathologist_who_then_sees_only_that_p
     page.locator("tr[data-member=dr-new]").wait_for()
     assert roles.roles_of(newcomer) == {"pathologist"}
     assert page.locator("tr[data-member=dr-new] select[name=role]").input_value() == "pathologist"
-    _shot(page, "admin-project")
+    shot(page, "admin-project")
 
     # Blind review off, then on again: saved as it is clicked.
     assert project.blind_review is True
@@ -102,7 +92,7 @@ def test_an_admin_creates_a_project_adds_a_pathologist_who_then_sees_only_that_p
     assert "Manage" not in other.locator("header nav").inner_text()
     listed = other.evaluate("fetch('/api/projects/').then(r => r.json())")
     assert [p["name"] for p in listed["results"]] == ["Sentinel study"]
-    _shot(other, "pathologist-projects")
+    shot(other, "pathologist-projects")
     assert other.goto(f"{live_server.url}/projects/{project.pk}/").status == 403
     assert other.goto(f"{live_server.url}/projects/{people['own'].pk}/").status == 403
     context.close()
@@ -170,7 +160,7 @@ def test_an_admin_creates_edits_deletes_softly_and_restores_a_cohort(
     cohort.refresh_from_db()
     assert (cohort.name, cohort.split, cohort.domain, cohort.mpp_override) == ("Sentinel test", "test", "shifted", 0.243)
     assert "0.2430 µm/px" in page.locator(f"tr[data-cohort='{cohort.pk}']").inner_text()
-    _shot(page, "admin-cohorts")
+    shot(page, "admin-cohorts")
 
     # Delete (softly, after the question): gone from the lists, its page and row kept; then restored.
     page.locator(f"tr[data-cohort='{cohort.pk}'] .archive-form button").click()
@@ -228,7 +218,7 @@ def test_an_admin_uploads_a_slide_s_ground_truth_and_replaces_it_after_the_serve
     cell.locator("[data-role=replace]").wait_for()
     assert "already has its ground truth (first.geojson" in cell.inner_text()
     assert Annotation.objects.get(slide=slide).original_filename == "first.geojson"
-    _shot(page, "admin-annotation-replace")
+    shot(page, "admin-annotation-replace")
     cell.locator("[data-role=replace]").click()
     cell.locator(".annotate-note.ok").wait_for()
     assert "Replaced: second.geojson" in cell.inner_text()
@@ -272,7 +262,7 @@ def test_an_admin_sees_the_import_s_dry_run_before_importing_the_ensemble(
     assert form.locator("#dry-run tbody tr").count() == 2
     assert "member-1.pt" in form.locator("#dry-run tbody tr").nth(1).inner_text()
     assert not Ensemble.objects.exists()  # only checked so far
-    _shot(page, "admin-ensemble-dry-run")
+    shot(page, "admin-ensemble-dry-run")
     form.get_by_role("button", name="Import").click()
     page.locator("article.ensemble h2", has_text="Two tiny members").wait_for()
     ensemble = Ensemble.objects.get()
@@ -297,7 +287,7 @@ def test_the_training_form_starts_from_the_paper_s_recipe_and_shows_a_refusal(
     form.locator("select[name=preset]").select_option("demo")
     # The form refills from the preset the portal trains with.
     assert form.locator("[name=max_epochs]").input_value() == str(TRAINING_PRESETS["demo"].max_epochs)
-    _shot(page, "admin-ensembles-train-form")
+    shot(page, "admin-ensembles-train-form")
 
     form.locator("input[name=name]").fill("Bad")
     form.locator("[name=members]").fill("0")
@@ -331,7 +321,7 @@ def test_an_admin_computes_a_cohort_s_heatmaps_follows_their_progress_and_cancel
     card.locator("tr[data-status=running]").wait_for(timeout=60_000)
     page.wait_for_function(
         "[...document.querySelectorAll('tr[data-status=running] progress')].some(p => p.value > 0)", timeout=60_000)
-    _shot(page, "admin-heatmaps-running")
+    shot(page, "admin-heatmaps-running")
     card.locator("[data-role=cancel-all]").click()
     page.wait_for_function(
         "document.querySelectorAll('tr[data-status=queued], tr[data-status=running]').length === 0", timeout=30_000)
@@ -339,7 +329,7 @@ def test_an_admin_computes_a_cohort_s_heatmaps_follows_their_progress_and_cancel
     assert statuses == {"cancelled"}
     assert f"{cohort.slides.count()} cancelled" in card.locator("[data-role=summary]").inner_text()
     assert card.locator("[data-role=cancel-all]").is_hidden()
-    _shot(page, "admin-heatmaps-cancelled")
+    shot(page, "admin-heatmaps-cancelled")
     assert problems == []
 
 
@@ -383,7 +373,7 @@ def test_a_training_ensemble_shows_each_member_s_loss_curve_as_epochs_come_in(
     EnsembleMember.objects.filter(pk=rows[1].pk).update(history=_epochs(4))
     expect(card.locator("tr[data-member='1'] [data-role=epochs]")).to_have_text("4", timeout=10_000)
     assert card.locator("tr[data-member='1'] polyline.loss-train").get_attribute("points").count(",") == 4
-    _shot(page, "admin-ensemble-training")
+    shot(page, "admin-ensemble-training")
     Ensemble.objects.filter(pk=ensemble.pk).update(status=Ensemble.Status.READY)
     card.locator("form.compute-form").wait_for(timeout=10_000)
     assert problems == []

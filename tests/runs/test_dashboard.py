@@ -6,9 +6,7 @@ Screenshots: with SUA_SHOTS=/some/folder the tests also save the pages they open
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,17 +15,9 @@ from django.core.files.storage import default_storage
 
 from sua_portal.runs import services
 from sua_portal.runs.models import Run, RunSlide
+from tests.conftest import shot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-SHOTS = os.environ.get("SUA_SHOTS", "")
-
-
-def _shot(page: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
-
 
 @pytest.fixture
 def problems(page: Any) -> Iterator[list[str]]:
@@ -128,7 +118,7 @@ def test_the_dashboard_shows_its_report_json_draws_its_charts_and_sorts_its_slid
             assert rules.count() == (0 if tau is None else parts), (chart, k)
             if tau is not None:
                 assert f"{tau:.4f}" in (rules.first.get_attribute("aria-label") or "")
-    _shot(page, "run-page")
+    shot(page, "run-page")
 
     # Unticking a range hides its histograms and its boxes; ticking it brings them back.
     fncr = run.figures["ranges"]
@@ -201,10 +191,10 @@ def test_two_runs_side_by_side_and_the_runs_list_and_form(
     page.goto(f"{live_server.url}/runs/")
     assert {t.strip() for t in page.locator(".runs-table tbody td:first-child a").all_text_contents()} == {
         finished_run.name, other.name}
-    _shot(page, "run-list")
+    shot(page, "run-list")
     page.goto(f"{live_server.url}/runs/new/")
     assert page.locator("input[name=bootstrap]").input_value() == str(settings.SUA_BOOTSTRAP)
-    _shot(page, "run-new")
+    shot(page, "run-new")
 
     page.goto(f"{live_server.url}/runs/{finished_run.pk}/")
     page.select_option("#compare-with", str(other.pk))
@@ -232,5 +222,5 @@ def test_two_runs_side_by_side_and_the_runs_list_and_form(
         expected = "better" if delta > 0 else "worse" if delta < 0 else None
         assert (diff.get_attribute("class") or "").split()[1:] == ([expected] if expected else [])
         changed += delta != 0
-    _shot(page, "run-compare")
+    shot(page, "run-compare")
     assert problems == []
