@@ -215,7 +215,7 @@ def _histogram_panels(
                 axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes)
                 continue
             draw(axes, entry, data)
-            axes.legend(fontsize=7)
+            axes.legend(fontsize=7, loc="upper right")
     figure.suptitle(title)
     return figure
 
@@ -224,8 +224,11 @@ def _npr_figure(ranges: Sequence[RangeFigures]) -> Figure:
     def draw(axes: Axes, entry: RangeFigures, data: DomainFigures) -> None:
         low, high = float(data.npr_scores.min()), float(data.npr_scores.max())
         bins = np.linspace(low, high if high > low else low + 1e-3, 31).tolist()
-        axes.hist(data.npr_scores[data.npr_is_fn], bins=bins, color=_FN_COLOUR, alpha=0.6, label="FN")
-        axes.hist(data.npr_scores[~data.npr_is_fn], bins=bins, color=_TN_COLOUR, alpha=0.6, label="TN")
+        # One filled step outline per histogram (Axes.stairs) instead of a patch per bin: the same picture,
+        # drawn several times faster in each of the PNG, SVG and PDF.
+        for chosen, colour, label in ((data.npr_is_fn, _FN_COLOUR, "FN"), (~data.npr_is_fn, _TN_COLOUR, "TN")):
+            counts, _ = np.histogram(data.npr_scores[chosen], bins=bins)
+            axes.stairs(counts, bins, color=colour, fill=True, alpha=0.6, label=label)
         _threshold_line(axes, entry.sua_threshold)
         axes.set_xlabel("NPR score", fontsize=8)
 

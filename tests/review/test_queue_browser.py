@@ -173,9 +173,13 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     page.wait_for_timeout(300)
     assert ids[3] not in verdicts(pathologist, regions)
 
-    # The rest by key; then the slide is done: marked complete, and on to the next slide.
-    for _ in ids[3:-1]:
-        times.append(press(page, "f"))
+    # The rest by key, for a reader whose system asks for less motion: the view jumps to each region instead
+    # of flying there. Then the slide is done: marked complete, and on to the next slide.
+    page.emulate_media(reduced_motion="reduce")
+    jumps = []
+    for k, _ in enumerate(ids[3:-1]):
+        jumps.append(press(page, "f"))
+        assert current(page) == ids[4 + k]
     page.keyboard.press("f")  # the last one: nothing is left to move on to
     page.wait_for_function("window.suaReview.saving === 0", timeout=20_000)
     assert len(verdicts(pathologist, regions)) == len(ids)
@@ -197,9 +201,10 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     assert nxt.slide_id is not None
 
     # The figure the brief asks for: milliseconds from a key to the next region shown with its tiles drawn.
-    report = f"key to next region shown: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms over {len(times)}"
+    report = (f"key to next region shown: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms over"
+              f" {len(times)} flights; median {statistics.median(jumps or [0]):.0f} ms over {len(jumps)} jumps")
     print(report)
-    (screens / "queue-timing.txt").write_text(report + "\n" + " ".join(f"{t:.0f}" for t in times) + "\n")
+    (screens / "queue-timing.txt").write_text(report + "\n" + " ".join(f"{t:.0f}" for t in times + jumps) + "\n")
     assert statistics.median(times) < 3000
 
 
