@@ -45,6 +45,11 @@ const VERDICT_KEYS = { t: "tumor", f: "not_tumor", u: "unsure" };
 const NAMES = { tumor: "Tumor", not_tumor: "Not tumor", unsure: "Unsure", disputed: "Disputed" };
 const KEYS = new Set(["n", "p", "t", "f", "u", "c", "z", "h", "?"]);
 const WRITE_KEYS = new Set(["t", "f", "u", "c", "z"]);
+/** Rows of the review list drawn at once (a window over the queue), and the step by which the window moves. */
+const WINDOW_ROWS = 80;
+const WINDOW_STEP = 20;
+/** A row's height before one was measured (queue.css: a 48 px image and padding). */
+const ROW_GUESS_PX = 58;
 
 /**
  * @param {string} id
@@ -124,6 +129,10 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
   let run = null;
   /** @type {number | null} the flight the timing waits for (state.keyAt .. shownAt .. drawnAt) */
   let timing = null;
+  /** @type {number} the first queue index with a row in the list (see drawList), -1: none drawn */
+  let windowStart = -1;
+  /** @type {number} a row's height in pixels, measured on the first row drawn */
+  let rowHeight = 0;
 
   /** @type {Promise<void>} */
   const slideOpen = new Promise((resolve) => {
@@ -179,6 +188,7 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
     text.append(score, " ", area, document.createElement("br"));
     item.append(image, text);
     item.title = "Region " + region.label + ": click to go there";
+    if (i === index) item.classList.add("current");
     fillRow(item, region);
     return item;
   }
@@ -276,9 +286,39 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
     }
   }
 
-  function drawList() {
+  /**
+   * The list: a window of rows over the queue, the rows above and below it stood in for by an empty row each.
+   * A slide may have thousands of flagged regions; a row each (with its image) made the page's every frame
+   * slower (with 100,000, the slide alone panned at ~110 ms a frame instead of ~10). The window moves by
+   * WINDOW_STEP rows, so scrolling redraws it only every so often.
+   * @param {boolean} [again] redraw even where the window has not moved
+   */
+  function drawList(again) {
     if (!queue) return;
-    list.replaceChildren(...queue.regions.map(row));
+    const n = queue.regions.length;
+    const height = rowHeight || ROW_GUESS_PX;
+    const first = Math.floor(list.scrollTop / height);
+    const start = Math.max(0, Math.min(Math.floor(first / WINDOW_STEP) * WINDOW_STEP - WINDOW_STEP,
+      n - WINDOW_ROWS));
+    if (!again && start === windowStart) return;
+    windowStart = start;
+    const end = Math.min(n, start + WINDOW_ROWS);
+    const rows = [];
+    for (let i = start; i < end; i++) rows.push(row(queue.regions[i], i));
+    list.replaceChildren(...rows);
+    if (!rowHeight && rows.length) rowHeight = rows[0].getBoundingClientRect().height;
+    const measured = rowHeight || ROW_GUESS_PX;
+    if (start > 0) list.prepend(spacer(start * measured));
+    if (end < n) list.append(spacer((n - end) * measured));
+  }
+
+  /** @param {number} height @returns {HTMLLIElement} an empty row as tall as the rows it stands for */
+  function spacer(height) {
+    const item = document.createElement("li");
+    item.className = "queue-spacer";
+    item.setAttribute("aria-hidden", "true");
+    item.style.height = height + "px";
+    return item;
   }
 
   /** The canvas's highlight on the current region (when the canvas holds the review range's regions). */
@@ -299,7 +339,12 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
     if (!queue || i < 0 || i >= queue.regions.length) return;
     index = i;
     for (const el of list.querySelectorAll("li.current")) el.classList.remove("current");
-    const item = list.querySelector('li[data-index="' + i + '"]');
+    let item = list.querySelector('li[data-index="' + i + '"]');
+    if (!item && rowHeight) {  // outside the list's window of rows: scroll there, the window follows
+      list.scrollTop = Math.max(0, i * rowHeight - list.clientHeight / 2);
+      drawList();
+      item = list.querySelector('li[data-index="' + i + '"]');
+    }
     if (item) { item.classList.add("current"); item.scrollIntoView({ block: "nearest" }); }
     drawCurrent();
     highlight();
@@ -616,6 +661,7 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
   hideButton.addEventListener("pointerdown", () => hide(true));
   for (const end of ["pointerup", "pointerleave", "pointercancel"]) hideButton.addEventListener(end, () => hide(false));
   element("queue-keys-close").addEventListener("click", () => toggleKeys(false));
+  list.addEventListener("scroll", () => drawList(), { passive: true });
   list.addEventListener("click", (event) => {
     const item = /** @type {HTMLElement} */ (event.target).closest("li[data-index]");
     if (item instanceof HTMLElement) goTo(parseInt(item.dataset.index || "0", 10));
@@ -668,7 +714,7 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
       ? "You read this queue: the outcome of the reviewers' verdicts. Reviewers give verdicts here."
       : "You are not a reviewer of this slide's cohort: you read its queue only.";
     panel.classList.toggle("read-only", state.readOnly);
-    drawList();
+    drawList(true);
     drawProgress();
     // Open where the reviewer goes on: ?region= (the worklist's resume), else the first region without a verdict.
     const wanted = parseInt(new URLSearchParams(window.location.search).get("region") || "", 10);

@@ -408,6 +408,30 @@ export class VectorLayer {
     this.sets.set(name, set);
     if (this.active && this.active.set === name) this.active = null;
     this.schedule();
+    this.prepare(name, set);
+  }
+
+  /**
+   * Make a large set's rasters while the page is idle, coarsest first (the cheapest, and the first needed
+   * when zooming out), one per idle moment: otherwise the first zoom to a new raster level draws every
+   * shape of the set in the middle of the animation (with 10,000 regions, tens of milliseconds: the
+   * slowest frames of a first pan).
+   * @param {string} name @param {ShapeSet} set
+   */
+  prepare(name, set) {
+    if (set.n < RASTER_MIN_SHAPES) return;
+    /** @type {(work: () => void) => void} */
+    const whenIdle = typeof window.requestIdleCallback === "function"
+      ? (work) => { window.requestIdleCallback(work, { timeout: 2000 }); }
+      : (work) => { setTimeout(work, 50); };
+    let level = RASTER_LEVELS - 1;
+    const next = () => {
+      if (this.sets.get(name) !== set || level < 0) return;  // replaced, removed or done
+      set.raster(level);
+      level -= 1;
+      whenIdle(next);
+    };
+    whenIdle(next);
   }
 
   /** @param {string} name */

@@ -373,3 +373,45 @@ def test_a_pathologist_is_blind_to_the_truth_and_other_reviewers_and_is_told_why
     assert page.locator(f'#queue-list li[data-id="{regions[0].pk}"] .verdict-badge').inner_text() == "no verdict"
     assert not Verdict.objects.filter(reviewer=people["pathologist"]).exists()
     page.screenshot(path=str(screens / "queue-refused.png"))
+
+
+def test_a_slide_with_thousands_of_flagged_regions_lists_a_window_of_rows_that_follows_the_reviewer(
+    checked_slide: Any, people: dict[str, Any], signed_in_page: Callable[[str], Any], live_server: Any, screens: Path,
+) -> None:
+    from django.core.management import call_command
+
+    call_command("make_region_run", slide=checked_slide.pk, regions=3000, review=True, stdout=io.StringIO())
+    run = Run.objects.get(project=people["own"], is_review_run=True)
+    ids = [r.pk for r in flagged(run)]
+    assert len(ids) == 600
+    page = signed_in_page("pathologist")
+    open_slide(page, f"{live_server.url}/slides/{checked_slide.pk}/?run={run.pk}")
+    assert page.evaluate("window.suaReview.flagged") == 600 and current(page) == ids[0]
+    assert f"0 of {len(ids)} reviewed" in page.locator("#queue-progress").inner_text()
+
+    def rows() -> list[int]:
+        return [int(i) for i in page.locator("#queue-list li[data-index]").evaluate_all(
+            "els => els.map(e => e.dataset.index)")]
+
+    # A window of rows, not 600; the list scrolls as far as 600 rows would reach.
+    drawn = rows()
+    assert drawn[0] == 0 and 10 <= len(drawn) <= 100
+    row_height = page.locator("#queue-list li[data-index]").first.evaluate("e => e.getBoundingClientRect().height")
+    assert page.locator("#queue-list").evaluate("e => e.scrollHeight") >= 599 * row_height
+    # Scrolled to the end: the last regions' rows, in score order, and the first ones gone.
+    page.locator("#queue-list").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+    page.wait_for_function("[...document.querySelectorAll('#queue-list li[data-index]')].pop().dataset.index === '599'",
+                           timeout=5_000)
+    assert 0 not in rows()
+    last = page.locator("#queue-list li[data-index]").last
+    assert last.get_attribute("data-id") == str(ids[-1])
+    # A click on a row there makes it current; N then goes on from it, its row marked current in view.
+    last.click()
+    page.wait_for_function(f"window.suaReview.current === {ids[-1]}", timeout=5_000)
+    page.locator("#queue-list").evaluate("e => { e.scrollTop = 0; }")
+    page.wait_for_function("document.querySelector('#queue-list li[data-index]').dataset.index === '0'", timeout=5_000)
+    press(page, "p")
+    assert current(page) == ids[-2]
+    assert page.locator("#queue-list li.current").get_attribute("data-id") == str(ids[-2])
+    assert page.locator("#queue-list li.current").is_visible()
+    page.screenshot(path=str(screens / "queue-600-regions.png"))

@@ -109,6 +109,19 @@ def carry_through(run: Any) -> Any:
 
 
 @pytest.fixture
+def checked_slide(people: dict[str, Any], testdata: Any) -> Any:
+    """testdata's boxes.tiff stored and checked in a test cohort 'Nodes' of project 'Own' (for runs made directly)."""
+    from sua_portal.slides import services as slides
+    from sua_portal.slides.models import Cohort
+
+    cohort = Cohort.objects.create(project=people["own"], name="Nodes", split="test")
+    slide = slides.store_slide(cohort, testdata / "boxes.tiff", filename="boxes.tiff", queue_check=False)
+    checked = slides.check_slide(slide.pk) or slide
+    checked.refresh_from_db()
+    return checked
+
+
+@pytest.fixture
 def finished_run(start: Callable[..., Any]) -> Any:
     """A run with the paper's settings (B = 50), carried through in this process."""
     return carry_through(start())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,18 +19,7 @@ from analysis.refine import read_mask_tiff
 from sua_portal.ensembles.services import read_heatmap
 from sua_portal.runs import services
 from sua_portal.runs.models import Region, Run, RunSlide
-from sua_portal.slides.models import Annotation, Cohort, Slide
-
-
-@pytest.fixture
-def checked_slide(people: dict[str, Any], testdata: Path) -> Slide:
-    from sua_portal.slides import services as slides
-
-    cohort = Cohort.objects.create(project=people["own"], name="Nodes", split="test")
-    slide = slides.store_slide(cohort, testdata / "boxes.tiff", filename="boxes.tiff", queue_check=False)
-    checked: Slide = slides.check_slide(slide.pk) or slide
-    checked.refresh_from_db()
-    return checked
+from sua_portal.slides.models import Annotation, Slide
 
 
 def _png(content: bytes) -> np.ndarray:
