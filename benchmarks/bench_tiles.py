@@ -139,23 +139,22 @@ import os
 import random
 import runpy
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-#: gunicorn's production settings (docker/entrypoint.sh starts the web server with them).
-GUNICORN_CONF = ROOT / "docker" / "gunicorn.conf.py"
+from benchmarks.serving import GUNICORN_CONF, gunicorn, percentiles  # noqa: E402
+
 #: The grid ``--sweep`` measures when ``--workers`` and ``--threads`` give one value each.
 SWEEP_WORKERS = (1, 2, 4)
 SWEEP_THREADS = (4, 8, 16)
@@ -168,17 +167,6 @@ _ORDER = {"endpoint": 0, "getTile": 1, ONE_PROCESS: 2}
 Job = tuple[int, int, int]
 #: Latencies (s), wall time (s) and bytes of one pass.
 Pass = tuple[list[float], float, int]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _percentiles(samples: Sequence[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 def sample_tiles(grids: Sequence[tuple[int, int, int]], n: int, *, seed: int = 0) -> list[Job]:
@@ -249,35 +237,10 @@ def _client(take: Callable[[], Job | None], fetch: Callable[[Job], int],
         ready = now
 
 
-@contextmanager
-def serving(workers: int, threads: int) -> Iterator[int]:
+def serving(workers: int, threads: int) -> AbstractContextManager[int]:
     """A fresh gunicorn with production's settings and these workers and threads; yields its port."""
-    port = _free_port()
     # Keep-alive as long as a run: each client keeps its connection (and worker) from the cold pass to the warm.
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "sua_portal.wsgi:application", "-c", str(GUNICORN_CONF),
-         "-b", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-         "--keep-alive", "30", "--log-level", "warning"],
-        cwd=ROOT, env=dict(os.environ),
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.2)
-        yield port
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    return gunicorn(dict(os.environ), "--workers", str(workers), "--threads", str(threads), "--keep-alive", "30")
 
 
 def _endpoint_fetchers(port: int, slide_id: int, headers: dict[str, str], clients: int,
@@ -417,11 +380,11 @@ def _fair_floor(stored: Path, jobs: Sequence[Job], clients: int, workers: int, t
 
 def _row(label: str, run: Pass, floor: Pass | None = None) -> str:
     latencies, wall, _ = run
-    p50, p95 = _percentiles(latencies)
+    p50, p95 = percentiles(latencies)
     text = f"{label} {p50 * 1e3:8.2f} {p95 * 1e3:8.2f} {statistics.fmean(latencies) * 1e3:8.2f} {len(latencies) / wall:8.0f}"
     if floor is not None:
         mean_ratio = statistics.fmean(latencies) / statistics.fmean(floor[0])
-        text += f" {p50 / _percentiles(floor[0])[0]:9.1f}x {mean_ratio:9.1f}x {floor[1] / wall:9.2f}x"
+        text += f" {p50 / percentiles(floor[0])[0]:9.1f}x {mean_ratio:9.1f}x {floor[1] / wall:9.2f}x"
     return text
 
 
@@ -552,11 +515,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{'workers':>7} {'threads':>7} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'tiles/s':>8} "
               f"{'p50/floor':>10} {'mean/floor':>10} {'tput/floor':>10}  p50 of each run; floor p50 / mean ms")
         for (workers, threads), runs in grid.items():
-            best = min(runs, key=lambda run: _percentiles(run[0])[0])
+            best = min(runs, key=lambda run: percentiles(run[0])[0])
             floor = floors[(workers, threads)]
-            each = " ".join(f"{_percentiles(run[0])[0] * 1e3:.1f}" for run in runs)
+            each = " ".join(f"{percentiles(run[0])[0] * 1e3:.1f}" for run in runs)
             print(_row(f"{workers:7d} {threads:7d}", best, floor) + f"  {each}; "
-                  f"{_percentiles(floor[0])[0] * 1e3:.2f} / {statistics.fmean(floor[0]) * 1e3:.2f}")
+                  f"{percentiles(floor[0])[0] * 1e3:.2f} / {statistics.fmean(floor[0]) * 1e3:.2f}")
         print(_row(f"{ONE_PROCESS:>15}", results[(args.clients, ONE_PROCESS, "cold")]))
         return 0
     print(f"server: gunicorn {workers_grid[0]} workers x {threads_grid[0]} threads; getTile: as many processes "
@@ -571,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ratios = []
             for name in ("getTile", ONE_PROCESS):
                 floor = results[(clients, name, phase)]
-                ratios.append(f"{name}: p50 {_percentiles(endpoint[0])[0] / _percentiles(floor[0])[0]:.1f}x, "
+                ratios.append(f"{name}: p50 {percentiles(endpoint[0])[0] / percentiles(floor[0])[0]:.1f}x, "
                               f"mean {statistics.fmean(endpoint[0]) / statistics.fmean(floor[0]):.1f}x, "
                               f"throughput {floor[1] / endpoint[1]:.2f}x")
             print(f"{clients:2d} clients, {phase}: endpoint / {ratios[0]} (/ {ratios[1]})")

@@ -48,21 +48,21 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-GUNICORN_CONF = ROOT / "docker" / "gunicorn.conf.py"
+
+from benchmarks.serving import gunicorn, percentiles  # noqa: E402
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 #: The browser tests' flags, and frames not held to 60 Hz (so a rAF delta is what the frame cost).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -183,47 +183,6 @@ FIRST_TILE_JS = """() => {
            lastEnd: Math.max(...tiles.map((e) => e.responseEnd)),
            medianGap: gaps.length ? gaps[Math.floor(gaps.length / 2)] : null };
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentiles(samples: Sequence[float]) -> tuple[float, float]:
-    """p50 and p95 (nearest rank) of the samples."""
-    ordered = sorted(samples)
-    if not ordered:
-        return float("nan"), float("nan")
-    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
-@contextmanager
-def serving(env: dict[str, str]) -> Iterator[int]:
-    """gunicorn with production's settings (docker/gunicorn.conf.py); yields its port."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "sua_portal.wsgi:application", "-c", str(GUNICORN_CONF),
-         "-b", f"127.0.0.1:{port}", "--log-level", "warning"], cwd=ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("gunicorn did not start") from None
-                time.sleep(0.2)
-        yield port
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def _get(url: str, token: str) -> tuple[float, int]:
@@ -378,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     lines: list[str] = []
     try:
-        with serving(dict(os.environ)) as port, sync_playwright() as pw:
+        with gunicorn(dict(os.environ)) as port, sync_playwright() as pw:
             base = f"http://127.0.0.1:{port}"
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             # Every worker process past its first request (Django loads the URLconf and the views' imports then):
