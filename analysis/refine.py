@@ -17,6 +17,7 @@ downsample travels in the image description.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import tifffile
+from PIL import Image
 
 from analysis import defaults
 from analysis.sua import baseline_refine, find_regions, flag, sua_refine
@@ -239,3 +241,21 @@ def read_mask_tiff(path: str | os.PathLike[str], *, level: int = 0) -> tuple[Boo
     except (OSError, tifffile.TiffFileError) as exc:
         raise ValueError(f"{path}: cannot read the mask ({' '.join(str(exc).split())})") from exc
     return data != 0, float(meta["downsample"])
+
+
+def mask_png(mask: npt.ArrayLike, rgba: tuple[int, int, int, int]) -> bytes:
+    """A mask as a viewer layer: a PNG of one RGBA pixel per mask cell, ``rgba`` inside, clear outside.
+
+    Parameters
+    ----------
+    mask : (H, W) bool
+        The mask (for example a refined mask at the heatmap's grid).
+    rgba
+        The colour of the mask's pixels (0-255 each, alpha last).
+    """
+    inside = _as_binary_mask(mask)
+    pixels = np.zeros((*inside.shape, 4), dtype=np.uint8)
+    pixels[inside] = rgba
+    out = io.BytesIO()
+    Image.fromarray(pixels, mode="RGBA").save(out, format="PNG")
+    return out.getvalue()

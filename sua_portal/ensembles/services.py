@@ -7,6 +7,7 @@ worker killed mid-slide leaves nothing half-stored and the redelivered task star
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -14,7 +15,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,6 +377,18 @@ class _Progress:
                                                status=SlideHeatmap.Status.RUNNING).exists()
 
 
+def record_heatmap(heatmap: SlideHeatmap, files: Mapping[str, File], downsample: float) -> None:
+    """Store a heatmap's maps (``files`` by kind: segmentation, entropy, mutual_information, variance, as
+    heatmap TIFFs) and mark it done, its row saved."""
+    for kind, content in files.items():
+        getattr(heatmap, kind).save(f"{kind}.tiff", content, save=False)
+    heatmap.downsample = downsample
+    heatmap.status = SlideHeatmap.Status.DONE
+    heatmap.progress = 100.0
+    heatmap.finished = timezone.now()
+    heatmap.save()
+
+
 def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: int | None = None) -> str:
     """Run one slide through its ensemble and store the four heatmaps.
 
@@ -424,18 +437,12 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
                                 ("mutual_information", result.mutual_information), ("variance", result.variance)):
                 paths[kind] = Path(tmp) / f"{kind}.tiff"
                 write_heatmap_tiff(array, paths[kind], downsample=result.downsample)
-            with transaction.atomic():
+            with transaction.atomic(), contextlib.ExitStack() as files:
                 row = SlideHeatmap.objects.select_for_update().get(pk=heatmap_id)
                 if row.worker != claim or row.status != SlideHeatmap.Status.RUNNING:
                     raise Cancelled()
-                for kind, path in paths.items():
-                    with open(path, "rb") as fh:
-                        getattr(row, kind).save(f"{kind}.tiff", File(fh), save=False)
-                row.downsample = result.downsample
-                row.status = SlideHeatmap.Status.DONE
-                row.progress = 100.0
-                row.finished = timezone.now()
-                row.save()
+                record_heatmap(row, {kind: File(files.enter_context(open(path, "rb")))
+                                     for kind, path in paths.items()}, result.downsample)
         return "done"
     except (Cancelled, InferenceCancelled):
         return "cancelled"

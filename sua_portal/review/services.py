@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import tempfile
@@ -39,10 +38,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
-from PIL import Image
 from shapely.geometry import shape
 
 from analysis.annotations import Annotation, annotations_csv, asap_xml, geojson, mask_to_polygons
+from analysis.refine import mask_png as layer_png
 from analysis.refine import write_mask_tiff
 from analysis.sua import negative_prediction_regions, region_areas, sua_refine
 from sua_portal.accounts import roles
@@ -619,11 +618,7 @@ def mask_geojson(state: Reviewed) -> dict[str, Any]:
 def mask_png(state: Reviewed) -> bytes:
     """The reviewed segmentation as the viewer's layer: one RGBA pixel per heatmap cell, clear outside."""
     mask, _ = reviewed_mask(state)
-    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
-    rgba[mask] = settings.REVIEW_MASK_RGBA
-    out = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(out, format="PNG")
-    return out.getvalue()
+    return layer_png(mask, settings.REVIEW_MASK_RGBA)
 
 
 # --- exports -------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ The pipeline, on Celery (``runs.tasks``):
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -38,7 +37,6 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
-from PIL import Image
 from shapely.geometry import mapping
 
 from analysis import defaults
@@ -49,6 +47,7 @@ from analysis.io import read_heatmap_tiff
 from analysis.manifest import evaluate_manifest, read_manifest, slide_inputs
 from analysis.metrics import choose_aggregate, confusion_counts, dice_from_counts, f_beta
 from analysis.polygons import region_polygons
+from analysis.refine import mask_png as refined_mask_png
 from analysis.refine import read_mask_tiff, write_mask_tiff
 from analysis.report import write_report, write_report_json
 from analysis.sua import baseline_refine, candidate_pixels, find_regions, flag, parse_aggregate, sua_refine
@@ -778,11 +777,7 @@ def mask_png(name: str) -> bytes:
     with tempfile.NamedTemporaryFile(suffix=".tiff") as tmp:
         _copy_from_storage(name, Path(tmp.name))
         mask, _ = read_mask_tiff(tmp.name)
-    rgba = np.zeros((*mask.shape, 4), dtype=np.uint8)
-    rgba[mask] = settings.RUN_MASK_RGBA
-    out = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(out, format="PNG", optimize=False)
-    return out.getvalue()
+    return refined_mask_png(mask, settings.RUN_MASK_RGBA)
 
 
 def regions_of(run: Run, *, slide: Slide | int | None = None, flagged: bool | None = None,

@@ -15,7 +15,7 @@ from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noq
 #: run tests each import a fresh ensemble of the same two member files, and inferring the cohort's
 #: six slides again for each of them took most of the suite's time. Inference itself is tested in
 #: tests/ensembles (and through a real worker in tests/runs/test_worker.py).
-_COMPUTED: dict[tuple[object, ...], tuple[float | None, dict[str, bytes]]] = {}
+_COMPUTED: dict[tuple[object, ...], tuple[float, dict[str, bytes]]] = {}
 _KINDS = ("segmentation", "entropy", "mutual_information", "variance")
 
 
@@ -32,20 +32,15 @@ def _heatmap_key(heatmap: Any) -> tuple[object, ...]:
             heatmap.slide.effective_mpp, settings.HEATMAP_DOWNSAMPLE, settings.INFERENCE_OVERLAP)
 
 
-def _store_computed(heatmap: Any, downsample: float | None, files: dict[str, bytes]) -> None:
+def _store_computed(heatmap: Any, downsample: float, files: dict[str, bytes]) -> None:
     """What ``infer`` stores when it is done, from the bytes it stored for the same inputs before."""
     from django.core.files.base import ContentFile
     from django.utils import timezone
 
-    from sua_portal.ensembles.models import SlideHeatmap
+    from sua_portal.ensembles.services import record_heatmap
 
-    for kind, data in files.items():
-        getattr(heatmap, kind).save(f"{kind}.tiff", ContentFile(data), save=False)
-    heatmap.downsample = downsample
-    heatmap.status = SlideHeatmap.Status.DONE
-    heatmap.progress = 100.0
-    heatmap.started = heatmap.finished = timezone.now()
-    heatmap.save()
+    heatmap.started = timezone.now()
+    record_heatmap(heatmap, {kind: ContentFile(data) for kind, data in files.items()}, downsample)
 
 
 def compute_heatmaps_here(run: Any) -> None:
@@ -77,6 +72,7 @@ def compute_heatmaps_here(run: Any) -> None:
         for kind in _KINDS:
             with getattr(heatmap, kind).open("rb") as fh:
                 files[kind] = fh.read()
+        assert heatmap.downsample is not None
         _COMPUTED[key] = (heatmap.downsample, files)
 
 
