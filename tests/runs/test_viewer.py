@@ -161,3 +161,49 @@ def test_the_cohort_page_counts_the_review_runs_flags_and_names_run_and_range(
     # The training cohort is in no run: its slides say so.
     train = client.get(f"/cohorts/{demo_cohorts['train'].pk}/").content.decode()
     assert "no heatmaps" in train
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_while_the_view_moves_the_regions_move_with_it_and_at_rest_they_are_drawn_afresh(
+    checked_slide: Any, people: dict[str, Any], signed_in_page: Any, live_server: Any,
+) -> None:
+    from django.core.management import call_command
+
+    call_command("make_region_run", slide=checked_slide.pk, regions=3000, review=True, stdout=io.StringIO())
+    run = Run.objects.get(project=people["own"], is_review_run=True)
+    page = signed_in_page("pathologist")
+    page.goto(f"{live_server.url}/slides/{checked_slide.pk}/?run={run.pk}")
+    page.wait_for_function("window.suaViewerLayers && window.suaViewerLayers.sets.has('regions')"
+                           " && window.suaViewer.world.getItemAt(0).getFullyLoaded()", timeout=30_000)
+    # Closer in, where the regions are drawn one by one (not from the set's raster).
+    page.evaluate("window.suaViewer.viewport.zoomBy(3, undefined, true)")
+    page.wait_for_function("window.suaViewer.world.getItemAt(0).getFullyLoaded()", timeout=20_000)
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.suaViewerLayers.drawn.regions.mode") == "vector"
+    before = _osd_pixels(page)
+    # A pan, animated: frames drawn while it moves put the snapshot on screen; no shape is drawn one by one.
+    moved = page.evaluate("""() => new Promise((done) => {
+      const layers = window.suaViewerLayers, viewer = window.suaViewer;
+      let drawnWhileMoving = 0, frames = 0;
+      const original = layers.drawSets.bind(layers);
+      layers.drawSets = (...args) => {
+        if (!viewer.viewport.getBounds(true).equals(viewer.viewport.getBounds())) drawnWhileMoving += 1;
+        return original(...args);
+      };
+      const count = () => { frames += 1; };
+      viewer.addHandler("update-viewport", count);
+      viewer.addOnceHandler("animation-finish", () => {
+        viewer.removeHandler("update-viewport", count);
+        layers.drawSets = original;
+        done({ drawnWhileMoving, frames });
+      });
+      viewer.viewport.panBy(new OpenSeadragon.Point(0.03, 0.02));
+    })""")
+    assert moved["frames"] >= 3 and moved["drawnWhileMoving"] == 0, moved
+    # Back where it was, at rest: drawn afresh, the same picture as before the pan.
+    page.evaluate("window.suaViewer.viewport.panBy(new OpenSeadragon.Point(-0.03, -0.02), true)")
+    page.wait_for_function("window.suaViewer.world.getItemAt(0).getFullyLoaded()", timeout=20_000)
+    page.wait_for_timeout(300)
+    after = _osd_pixels(page)
+    assert (np.abs(after - before).sum(axis=2) > 24).sum() < 0.001 * before.shape[0] * before.shape[1]
