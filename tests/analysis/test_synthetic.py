@@ -210,7 +210,7 @@ def test_a_macro_metastasis_is_over_two_millimetres(tmp_path: Path) -> None:
 
 
 def test_a_faint_micro_metastasis_is_a_sparse_spread_of_tumor_cells(tmp_path: Path) -> None:
-    slide = generate_slide(SlideSpec(seed=21, width=6144, height=6144, mpp=1.0, lesions=("micro", "faint")),
+    slide = generate_slide(SlideSpec(seed=21, width=4096, height=4096, mpp=1.0, lesions=("micro", "faint")),
                            tmp_path / "f.tiff")
     faint = [lesion for lesion in slide.lesions if lesion.faint]
     cohesive = [lesion for lesion in slide.lesions if not lesion.faint]
