@@ -25,7 +25,7 @@ from tests.conftest import ROOT, wait_for, worker_env
 pytestmark = pytest.mark.django_db(transaction=True)
 
 #: Seconds without a byte before a body is given up, for these tests (production: 60).
-TIMEOUT = 3.0
+TIMEOUT = 1.5
 
 
 def _free_port() -> int:
