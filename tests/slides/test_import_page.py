@@ -139,6 +139,11 @@ def test_an_interrupted_import_goes_on_after_a_reload(
 def test_the_import_page_is_for_admins(people: dict[str, Any], signed_in_page: Any, live_server: Any) -> None:
     page = signed_in_page("researcher")
     response = page.goto(f"{live_server.url}/projects/{people['own'].pk}/import/")
+    # The portal's own pages, in words, with the way back: not the server's bare "403 Forbidden".
     assert response.status == 403
+    assert page.locator("h1").inner_text() == "This page is not for your role"
+    assert page.locator(".error-reason").inner_text() == "Only admins import cohorts."
+    assert page.locator("header.topbar a.who").inner_text() == "researcher"
     response = page.goto(f"{live_server.url}/projects/{people['foreign'].pk}/import/")
     assert response.status == 404
+    assert page.locator(".error-reason").inner_text() == "No such project."
