@@ -20,10 +20,29 @@ function send(url, file, replace) {
 }
 
 /**
+ * The row's Tumor cell as the slide now is (ground truth sets whether it has tumor).
+ * @param {HTMLElement} cell the row's annotations cell
+ * @param {string} slideUrl the slide's API URL
+ */
+async function showTumor(cell, slideUrl) {
+  const row = cell.closest("tr");
+  const tumor = row ? row.querySelector("td[data-role=tumor]") : null;
+  if (!tumor) return;
+  const result = await api(slideUrl, { method: "GET" });
+  if (!result.ok) return;  // the next reload shows it
+  const has = result.body.has_tumor;
+  const mark = document.createElement("span");
+  mark.className = has === null ? "muted" : has ? "tumor-yes" : "tumor-no";
+  mark.textContent = has === null ? "unknown" : has ? "yes" : "no";
+  tumor.replaceChildren(mark);
+}
+
+/**
  * @param {HTMLElement} cell the row's annotations cell (count, file input, note)
  * @param {string} url
+ * @param {string} slideUrl the slide's API URL
  */
-function initCell(cell, url) {
+function initCell(cell, url, slideUrl) {
   const input = /** @type {HTMLInputElement} */ (cell.querySelector("input[type=file]"));
   const note = /** @type {HTMLElement} */ (cell.querySelector("[data-role=note]"));
   const count = /** @type {HTMLElement} */ (cell.querySelector("[data-role=count]"));
@@ -52,6 +71,7 @@ function initCell(cell, url) {
     if (result.ok) {
       if (!replace) count.textContent = String(Number(count.textContent || "0") + 1);
       say((replace ? "Replaced: " : "Stored: ") + (result.body.original_filename || file.name) + " is the ground truth.", "ok");
+      await showTumor(cell, slideUrl);
       return;
     }
     say(describe(result), "error");
@@ -84,7 +104,10 @@ function initCell(cell, url) {
 const table = document.getElementById("slides");
 if (table && table.dataset.annotations) {
   const template = pageUrl(table, "annotations");
+  const slideTemplate = pageUrl(table, "slide");
   for (const cell of Array.from(table.querySelectorAll("td[data-annotate]"))) {
-    if (cell instanceof HTMLElement) initCell(cell, urlWithId(template, cell.dataset.annotate || ""));
+    if (!(cell instanceof HTMLElement)) continue;
+    const id = cell.dataset.annotate || "";
+    initCell(cell, urlWithId(template, id), urlWithId(slideTemplate, id));
   }
 }

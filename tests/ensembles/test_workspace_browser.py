@@ -208,10 +208,15 @@ def test_an_admin_uploads_a_slide_s_ground_truth_and_replaces_it_after_the_serve
     page = signed_in_page("admin")
     page.goto(f"{live_server.url}/cohorts/{cohort.pk}/")
     cell = page.locator(f"td[data-annotate='{slide.pk}']")
+    tumor = page.locator(f"tr:has(td[data-annotate='{slide.pk}']) td[data-role=tumor]")
+    assert tumor.inner_text() == "unknown"
     cell.locator("input[type=file]").set_input_files(str(first))
     cell.locator(".annotate-note.ok").wait_for()
     assert "first.geojson is the ground truth" in cell.inner_text()
     assert cell.locator("[data-role=count]").inner_text() == "1"
+    # The row's Tumor column follows the ground truth without a reload.
+    tumor.locator(".tumor-yes").wait_for(timeout=5_000)
+    assert tumor.inner_text() == "yes"
 
     # A second file: the server's 409 in words, and the choice to replace.
     cell.locator("input[type=file]").set_input_files(str(second))
