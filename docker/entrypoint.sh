@@ -1,5 +1,5 @@
 #!/bin/sh
-# One entrypoint for every role of the image: web, worker-cpu, worker-gpu, or any command.
+# One entrypoint for every role of the image: web, worker-cpu, worker-gpu, beat, or any command.
 set -e
 case "$1" in
   web)
@@ -13,6 +13,10 @@ case "$1" in
   worker-gpu)
     # One process per GPU: models are built inside the worker process, after the fork.
     exec celery -A sua_portal worker -Q gpu -c 1 -n gpu@%h -l INFO
+    ;;
+  beat)
+    # The periodic tasks (settings.CELERY_BEAT_SCHEDULE): one beat for the whole deployment.
+    exec celery -A sua_portal beat -l INFO -s /data/celerybeat-schedule
     ;;
   *)
     exec "$@"

@@ -298,7 +298,9 @@ def _demo(services: Services, host: str, port: int, skip_data: bool) -> int:
     try:
         children.append(logged("worker.log", [
             py, "-m", "celery", "-A", "sua_portal", "worker", "-Q", "gpu,cpu", "-c", "2", "-l", "INFO",
-            "--without-gossip", "--without-mingle"]))
+            "--without-gossip", "--without-mingle",
+            # The periodic tasks too (one machine): beat inside the worker, its schedule file under var/.
+            "--beat", "--schedule", str(logs.parent / "celerybeat-schedule")]))
         children.append(logged("web.log", [*manage, "runserver", "--noreload", f"{host}:{port}"]))
         _wait_for_http(f"{address}/healthz", children)
         print(_banner(address, users_text), flush=True)

@@ -209,6 +209,12 @@ CELERY_TASK_TIME_LIMIT = envint("CELERY_TASK_TIME_LIMIT", 3 * 3600 + 300)
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_TASK_QUEUES_NAMES = ("gpu", "cpu")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+#: What celery beat runs (docker/compose.yaml's beat service; `make demo`'s worker embeds it): resumable
+#: uploads and cohort imports abandoned for two days are forgotten, their partial files removed.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "purge-stale-uploads": {"task": "slides.purge_stale_uploads", "schedule": envint("PURGE_EVERY_S", 6 * 3600),
+                            "options": {"queue": "cpu"}},
+}
 CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 4 * 3600)}
 
 # The paper's parameters: defaults of settings, overridable per deployment.

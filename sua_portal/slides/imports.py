@@ -26,11 +26,13 @@ import re
 import shutil
 import tempfile
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from analysis import cohort_import
 from sua_portal.accounts.models import Project
@@ -206,6 +208,20 @@ def cancel_import(session: CohortImport) -> None:
     for part in session.parts.all():
         staging_path(part).unlink(missing_ok=True)
     session.delete()
+
+
+def purge_stale_imports(*, older_than: timedelta = services.STALE_UPLOAD_AGE) -> int:
+    """Give up the imports left unfinished that nobody touched for ``older_than`` (the same age as a slide's
+    resumable upload): their uploaded files and rows go, the slides they made stay. A finished import (no
+    slide pending) stays as the record of what came of each slide. Returns how many were given up."""
+    cutoff = timezone.now() - older_than
+    stale = (CohortImport.objects.filter(updated__lt=cutoff, items__state=ImportItem.State.PENDING)
+             .exclude(parts__updated__gte=cutoff).distinct())
+    given_up = 0
+    for session in stale:
+        cancel_import(session)
+        given_up += 1
+    return given_up
 
 
 # --------------------------------------------------------------------------- one slide

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from sua_portal.slides import services
+from sua_portal.slides import imports, services
 
 
 @shared_task(name="slides.check_slide", queue="cpu")
@@ -16,5 +16,6 @@ def check_slide(slide_id: int) -> str | None:
 
 @shared_task(name="slides.purge_stale_uploads", queue="cpu")
 def purge_stale_uploads() -> int:
-    """Forget resumable uploads untouched for two days (schedule it with celery beat)."""
-    return services.purge_stale_uploads()
+    """Forget resumable uploads and unfinished cohort imports untouched for two days (celery beat runs it:
+    settings.CELERY_BEAT_SCHEDULE); returns how many."""
+    return services.purge_stale_uploads() + imports.purge_stale_imports()

@@ -349,3 +349,40 @@ def test_two_dicom_series_in_one_folder_are_rejected(
     _send(client, session, contents)
     result = _complete_all(client, session, django_capture_on_commit_callbacks)["mixed"]
     assert result["state"] == "rejected" and "holds 2 DICOM series" in result["reason"]
+
+
+def test_an_import_abandoned_for_two_days_is_given_up_and_a_finished_one_stays(
+    people: dict[str, Any], storage: Storage, testdata: Path, api_for: Any, monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sua_portal.slides import tasks
+
+    client = api_for(people["admin"])
+    checks_sent(monkeypatch)
+    content = (testdata / "boxes.tiff").read_bytes()
+    files = [{"path": "boxes.tiff", "size": len(content)}]
+    # One import left after its first 1,000 bytes; another one finished.
+    left = _start(client, people["own"], cohort="Left", files=files).json()
+    part = left["parts"][0]
+    sent = client.generic("PUT", f"/api/imports/{left['id']}/parts/{part['id']}/", content[:1000],
+                          content_type="application/octet-stream", HTTP_CONTENT_RANGE=f"bytes 0-999/{len(content)}")
+    assert sent.status_code == 200
+    done = _start(client, people["own"], cohort="Done", files=files).json()
+    _send(client, done, {"boxes.tiff": content})
+    _complete_all(client, client.get(f"/api/imports/{done['id']}/").json(), django_capture_on_commit_callbacks)
+    assert len(list(storage.staging.glob("*.part"))) == 1, "the abandoned import's partial file"
+    # Touched a day ago: kept (the reviewer may come back).
+    CohortImport.objects.update(updated=timezone.now() - timedelta(days=1))
+    ImportPart.objects.update(updated=timezone.now() - timedelta(days=1))
+    assert tasks.purge_stale_uploads() == 0
+    # Three days: given up, its partial file removed; the finished import and its slide stay.
+    CohortImport.objects.update(updated=timezone.now() - timedelta(days=3))
+    ImportPart.objects.update(updated=timezone.now() - timedelta(days=3))
+    assert tasks.purge_stale_uploads() == 1
+    assert list(CohortImport.objects.values_list("name", flat=True)) == ["Done"]
+    assert not list(storage.staging.glob("*.part"))
+    assert Slide.objects.filter(cohort__name="Done", name="boxes").exists()
