@@ -34,9 +34,9 @@ def test_compose_file_follows_the_compose_specification() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_compose_has_the_five_services_object_storage_and_a_gpu_reservation() -> None:
+def test_compose_has_its_services_object_storage_one_beat_and_a_gpu_reservation() -> None:
     services = COMPOSE["services"]
-    assert set(services) == {"postgres", "redis", "minio", "minio-bucket", "web", "worker-cpu", "worker-gpu"}
+    assert set(services) == {"postgres", "redis", "minio", "minio-bucket", "web", "worker-cpu", "worker-gpu", "beat"}
     devices = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["capabilities"] == ["gpu"]
 
@@ -56,13 +56,13 @@ def test_every_dockerfile_and_copied_path_exists() -> None:
 
 def test_images_used_by_app_services_are_built_here() -> None:
     built = {s["image"] for s in COMPOSE["services"].values() if "build" in s}
-    for name in ("web", "worker-cpu", "worker-gpu"):
+    for name in ("web", "worker-cpu", "worker-gpu", "beat"):
         assert COMPOSE["services"][name]["image"] in built
 
 
 def test_every_command_is_one_the_entrypoint_knows() -> None:
     entrypoint = (DOCKER / "entrypoint.sh").read_text()
-    for name in ("web", "worker-cpu", "worker-gpu"):
+    for name in ("web", "worker-cpu", "worker-gpu", "beat"):
         command = COMPOSE["services"][name]["command"][0]
         assert re.search(rf"^\s*{re.escape(command)}\)", entrypoint, re.M), command
     assert "sua_portal.wsgi:application" in entrypoint
