@@ -233,7 +233,7 @@ def _histogram_panels(
                 axes.text(0.5, 0.5, empty, ha="center", va="center", transform=axes.transAxes)
                 continue
             draw(axes, entry, data)
-            axes.legend(fontsize=7, loc="upper right")
+            axes.legend(fontsize=7)
     figure.suptitle(title)
     return figure
 

@@ -133,6 +133,8 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
   let windowStart = -1;
   /** @type {number} a row's height in pixels, measured on the first row drawn */
   let rowHeight = 0;
+  /** @returns {number} a row's height: as measured, else as queue.css makes it */
+  const rowPx = () => rowHeight || ROW_GUESS_PX;
 
   /** @type {Promise<void>} */
   const slideOpen = new Promise((resolve) => {
@@ -296,8 +298,7 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
   function drawList(again) {
     if (!queue) return;
     const n = queue.regions.length;
-    const height = rowHeight || ROW_GUESS_PX;
-    const first = Math.floor(list.scrollTop / height);
+    const first = Math.floor(list.scrollTop / rowPx());
     const start = Math.max(0, Math.min(Math.floor(first / WINDOW_STEP) * WINDOW_STEP - WINDOW_STEP,
       n - WINDOW_ROWS));
     if (!again && start === windowStart) return;
@@ -307,9 +308,8 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
     for (let i = start; i < end; i++) rows.push(row(queue.regions[i], i));
     list.replaceChildren(...rows);
     if (!rowHeight && rows.length) rowHeight = rows[0].getBoundingClientRect().height;
-    const measured = rowHeight || ROW_GUESS_PX;
-    if (start > 0) list.prepend(spacer(start * measured));
-    if (end < n) list.append(spacer((n - end) * measured));
+    if (start > 0) list.prepend(spacer(start * rowPx()));
+    if (end < n) list.append(spacer((n - end) * rowPx()));
   }
 
   /** @param {number} height @returns {HTMLLIElement} an empty row as tall as the rows it stands for */
@@ -340,8 +340,8 @@ export function initQueue(viewer, page, vector, layers, viewerState) {
     index = i;
     for (const el of list.querySelectorAll("li.current")) el.classList.remove("current");
     let item = list.querySelector('li[data-index="' + i + '"]');
-    if (!item && rowHeight) {  // outside the list's window of rows: scroll there, the window follows
-      list.scrollTop = Math.max(0, i * rowHeight - list.clientHeight / 2);
+    if (!item) {  // outside the list's window of rows: scroll there, the window follows
+      list.scrollTop = Math.max(0, i * rowPx() - list.clientHeight / 2);
       drawList();
       item = list.querySelector('li[data-index="' + i + '"]');
     }

@@ -7,7 +7,6 @@ worker killed mid-slide leaves nothing half-stored and the redelivered task star
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
@@ -437,7 +436,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
                                 ("mutual_information", result.mutual_information), ("variance", result.variance)):
                 paths[kind] = Path(tmp) / f"{kind}.tiff"
                 write_heatmap_tiff(array, paths[kind], downsample=result.downsample)
-            with transaction.atomic(), contextlib.ExitStack() as files:
+            with transaction.atomic(), ExitStack() as files:
                 row = SlideHeatmap.objects.select_for_update().get(pk=heatmap_id)
                 if row.worker != claim or row.status != SlideHeatmap.Status.RUNNING:
                     raise Cancelled()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import openslide
 import pytest
 from django.core.files.storage import default_storage
+from django.utils import timezone
 
-from sua_portal.slides import services
+from sua_portal.slides import services, tasks
 from sua_portal.slides.models import Cohort, CohortImport, ImportPart, Slide
 from tests.conftest import wait_for
 from tests.slides.conftest import Storage, checks_sent
@@ -355,11 +357,10 @@ def test_an_import_abandoned_for_two_days_is_given_up_and_a_finished_one_stays(
     people: dict[str, Any], storage: Storage, testdata: Path, api_for: Any, monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,
 ) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from sua_portal.slides import tasks
+    def last_touched(days: int) -> None:
+        """Every import and upload of an import as if nobody had written to it for ``days``."""
+        CohortImport.objects.update(updated=timezone.now() - timedelta(days=days))
+        ImportPart.objects.update(updated=timezone.now() - timedelta(days=days))
 
     client = api_for(people["admin"])
     checks_sent(monkeypatch)
@@ -375,13 +376,11 @@ def test_an_import_abandoned_for_two_days_is_given_up_and_a_finished_one_stays(
     _send(client, done, {"boxes.tiff": content})
     _complete_all(client, client.get(f"/api/imports/{done['id']}/").json(), django_capture_on_commit_callbacks)
     assert len(list(storage.staging.glob("*.part"))) == 1, "the abandoned import's partial file"
-    # Touched a day ago: kept (the reviewer may come back).
-    CohortImport.objects.update(updated=timezone.now() - timedelta(days=1))
-    ImportPart.objects.update(updated=timezone.now() - timedelta(days=1))
+    # Touched a day ago: kept (the admin may come back).
+    last_touched(days=1)
     assert tasks.purge_stale_uploads() == 0
     # Three days: given up, its partial file removed; the finished import and its slide stay.
-    CohortImport.objects.update(updated=timezone.now() - timedelta(days=3))
-    ImportPart.objects.update(updated=timezone.now() - timedelta(days=3))
+    last_touched(days=3)
     assert tasks.purge_stale_uploads() == 1
     assert list(CohortImport.objects.values_list("name", flat=True)) == ["Done"]
     assert not list(storage.staging.glob("*.part"))
