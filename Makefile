@@ -4,6 +4,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM ?= /usr/bin/chromium
+# Some machines set PYTHONDONTWRITEBYTECODE: then every Python process (pytest's, each Celery worker,
+# gunicorn, each training process) compiled the project from source again, and pytest rewrote its test
+# modules again in each process. Bytecode is written under __pycache__ (ignored by git).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo test setup lint typecheck chromium benchmarks benchmarks-large clean
 

@@ -142,8 +142,12 @@ def _train_side_by_side(
     import queue
     from concurrent.futures import ProcessPoolExecutor, wait
 
-    # Spawn, never fork: torch has run in this process already, and a forked child can hang on its locks.
-    context = multiprocessing.get_context("spawn")
+    # Never fork this process: torch has run here already, and a forked child can hang on its locks. A fork
+    # server is a clean process that imported torch and this module but never ran a model; members forked
+    # from it start in milliseconds, where a spawned interpreter spent ~3 s of CPU importing torch again
+    # (for each member and the manager, at every training). It lives as long as this process.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     with context.Manager() as manager, ProcessPoolExecutor(
         max_workers=min(workers, config.members), mp_context=context
     ) as pool:
