@@ -18,6 +18,15 @@ from urllib.parse import quote
 
 import pytest
 
+# One OpenMP / BLAS thread per test process (the Celery workers and training processes the tests start
+# inherit it): the suite runs as pytest-xdist processes beside their Celery workers, browsers and
+# PostgreSQL on a 2-core machine, and torch's and OpenBLAS's default of one spinning thread per core
+# in every process had them waiting on each other (pytest -n 2: 340 -> 217 s, CPU 430 -> 230 s).
+# Set before torch or numpy is first imported in the process that runs tests; xdist's processes
+# inherit it from the one that starts them. Tests of threaded code set their threads themselves.
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -158,8 +167,16 @@ def testdata() -> Path:
     return TESTDATA
 
 
+def run_folder(tmp_path_factory: Any) -> Path:
+    """The temporary folder every process of this pytest run shares: pytest-xdist's processes each
+    have a temporary folder of their own inside it. What is made once per run goes here, each
+    thing under an :func:`exclusive` lock (the first process makes it, the others wait and read it)."""
+    basetemp = tmp_path_factory.getbasetemp()
+    return Path(basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp)
+
+
 @contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
+def exclusive(lock: Path) -> Iterator[None]:
     """Hold an exclusive lock on the file ``lock`` (other processes wait for it)."""
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -171,20 +188,14 @@ def _exclusive(lock: Path) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def synthetic_cohort_entries(tmp_path_factory: Any) -> tuple[Path, list[Any]]:
-    """Eight small synthetic slides (train, validation, test in-domain, test shifted), made once per run:
-    their folder and the ``CohortEntry`` list ``generate_cohort`` returned (read-only for tests).
-
-    Under pytest-xdist the first process that needs them makes them in the run's temporary folder,
-    which all its processes share, and the others wait for it and read the same files.
-    """
+    """Eight small synthetic slides (train, validation, test in-domain, test shifted), made once per run
+    (see :func:`run_folder`): their folder and the ``CohortEntry`` list ``generate_cohort`` returned
+    (read-only for tests)."""
     from analysis.synthetic import generate_cohort
 
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        root = tmp_path_factory.mktemp("synthetic")
-        return root, generate_cohort(root, preset="test", seed=0, workers=1)
-    shared = tmp_path_factory.getbasetemp().parent
+    shared = run_folder(tmp_path_factory)
     root, made = shared / "synthetic", shared / "synthetic.entries.pickle"
-    with _exclusive(shared / "synthetic.lock"):
+    with exclusive(shared / "synthetic.lock"):
         if not made.exists():
             made.write_bytes(pickle.dumps(generate_cohort(root, preset="test", seed=0, workers=1)))
     return root, pickle.loads(made.read_bytes())

@@ -9,7 +9,7 @@ import pytest
 
 # The runs tests' fixtures (a run started and carried through in this process) and what they build on.
 from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noqa: F401
-from tests.runs.conftest import carry_through, checked_slide, start  # noqa: F401
+from tests.runs.conftest import carry_through, checked_slide, heatmaps_computed, start  # noqa: F401
 
 
 def give(client: Any, region: int, verdict: str, comment: str | None = None) -> None:

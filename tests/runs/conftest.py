@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,16 +12,17 @@ import pytest
 # The ensembles tests' fixtures: a tiny imported ensemble and the synthetic cohort imported into project 'Own'.
 from tests.ensembles.conftest import demo_cohorts, make_ensemble, members  # noqa: F401
 
-#: Heatmaps computed by this test process, by what decides their pixels (see ``_heatmap_key``): the
-#: run tests each import a fresh ensemble of the same two member files, and inferring the cohort's
-#: six slides again for each of them took most of the suite's time. Inference itself is tested in
-#: tests/ensembles (and through a real worker in tests/runs/test_worker.py).
-_COMPUTED: dict[tuple[object, ...], tuple[float, dict[str, bytes]]] = {}
+#: Heatmaps computed in this pytest run, by what decides their pixels (see ``_heatmap_key``): the run
+#: tests each import a fresh ensemble of the same two member files, and inferring the cohort's six
+#: slides again for each of them (and again in each pytest-xdist process) took most of the suite's time.
+#: Kept as files in the run's shared folder (set by the ``start`` fixture). Inference itself is tested
+#: in tests/ensembles (and through a real worker in tests/runs/test_worker.py).
+_STORE: list[Path] = []
 _KINDS = ("segmentation", "entropy", "mutual_information", "variance")
 
 
-def _heatmap_key(heatmap: Any) -> tuple[object, ...]:
-    """The inputs of ``ensembles.services.infer``: member files, tiling, slide file and settings."""
+def _heatmap_key(heatmap: Any) -> str:
+    """A digest of the inputs of ``ensembles.services.infer``: member files, tiling, slide file and settings."""
     from django.conf import settings
 
     ensemble = heatmap.ensemble
@@ -28,57 +30,84 @@ def _heatmap_key(heatmap: Any) -> tuple[object, ...]:
     for member in ensemble.members.order_by("index"):
         with member.checkpoint.open("rb") as fh:
             checkpoints.append(hashlib.sha256(fh.read()).hexdigest())
-    return (tuple(checkpoints), ensemble.tile_size, ensemble.level_downsample, heatmap.slide.sha256,
-            heatmap.slide.effective_mpp, settings.HEATMAP_DOWNSAMPLE, settings.INFERENCE_OVERLAP)
+    inputs = (tuple(checkpoints), ensemble.tile_size, ensemble.level_downsample, heatmap.slide.sha256,
+              heatmap.slide.effective_mpp, settings.HEATMAP_DOWNSAMPLE, settings.INFERENCE_OVERLAP)
+    return hashlib.sha256(repr(inputs).encode()).hexdigest()[:24]
 
 
-def _store_computed(heatmap: Any, downsample: float, files: dict[str, bytes]) -> None:
-    """What ``infer`` stores when it is done, from the bytes it stored for the same inputs before."""
+def _store_computed(heatmap: Any, folder: Path) -> None:
+    """What ``infer`` stores when it is done, from the files it stored for the same inputs before."""
     from django.core.files.base import ContentFile
     from django.utils import timezone
 
     from sua_portal.ensembles.services import record_heatmap
 
     heatmap.started = timezone.now()
-    record_heatmap(heatmap, {kind: ContentFile(data) for kind, data in files.items()}, downsample)
+    files = {kind: ContentFile((folder / f"{kind}.tiff").read_bytes()) for kind in _KINDS}
+    record_heatmap(heatmap, files, float((folder / "downsample").read_text()))
 
 
-def compute_heatmaps_here(run: Any) -> None:
-    """Every heatmap a run queued, computed in this process (tests that are not about the worker).
-
-    The first time a slide meets these member files it is inferred here by ``ensembles.services.infer``;
-    later the bytes it stored then are stored again (same inputs, same pixels).
-    The queued tasks also went to this test process's broker: where an earlier test started the
-    session's Celery worker, it may claim a heatmap too; the later claim wins and the other stands
-    down, so a heatmap this process did not finish is waited for until the worker has.
-    """
+def _compute(heatmap: Any, folder: Path) -> None:
+    """``heatmap`` inferred here (or by the session's worker, if it claimed it first), its files kept in ``folder``."""
     from sua_portal.ensembles import services as ensembles
     from sua_portal.ensembles.models import SlideHeatmap
     from tests.conftest import wait_for
 
     pending = [SlideHeatmap.Status.QUEUED, SlideHeatmap.Status.RUNNING]
+    if ensembles.infer(heatmap.pk) != "done":
+        settled = SlideHeatmap.objects.filter(pk=heatmap.pk).exclude(status__in=pending)
+        wait_for(settled.exists, timeout=120, what=f"the worker to finish heatmap {heatmap.pk}")
+    heatmap.refresh_from_db()
+    assert heatmap.status == SlideHeatmap.Status.DONE, heatmap.failure_reason
+    assert heatmap.downsample is not None
+    made = folder.with_name(folder.name + ".part")
+    made.mkdir(parents=True, exist_ok=True)
+    for kind in _KINDS:
+        with getattr(heatmap, kind).open("rb") as fh:
+            (made / f"{kind}.tiff").write_bytes(fh.read())
+    (made / "downsample").write_text(repr(heatmap.downsample))
+    made.rename(folder)  # whole or not at all
+
+
+def compute_heatmaps_here(run: Any) -> None:
+    """Every heatmap a run queued, computed in this process (tests that are not about the worker).
+
+    The first time in this pytest run that a slide meets these member files it is inferred by
+    ``ensembles.services.infer``; later (in any of the run's processes) the files it stored then are
+    stored again (same inputs, same pixels).
+    The queued tasks also went to this test process's broker: where an earlier test started the
+    session's Celery worker, it may claim a heatmap too; the later claim wins and the other stands
+    down, so a heatmap this process did not finish is waited for until the worker has.
+    """
+    from sua_portal.ensembles.models import SlideHeatmap
+    from tests.conftest import exclusive
+
+    assert _STORE, "runs are started through the start fixture, which names the heatmaps' folder"
+    pending = [SlideHeatmap.Status.QUEUED, SlideHeatmap.Status.RUNNING]
     queued = SlideHeatmap.objects.filter(ensemble=run.ensemble, status__in=pending).select_related("ensemble", "slide")
     for heatmap in queued:
-        key = _heatmap_key(heatmap)
-        if key in _COMPUTED:
-            _store_computed(heatmap, *_COMPUTED[key])
-            continue
-        if ensembles.infer(heatmap.pk) != "done":
-            settled = SlideHeatmap.objects.filter(pk=heatmap.pk).exclude(status__in=pending)
-            wait_for(settled.exists, timeout=120, what=f"the worker to finish heatmap {heatmap.pk}")
-        heatmap.refresh_from_db()
-        assert heatmap.status == SlideHeatmap.Status.DONE, heatmap.failure_reason
-        files: dict[str, bytes] = {}
-        for kind in _KINDS:
-            with getattr(heatmap, kind).open("rb") as fh:
-                files[kind] = fh.read()
-        assert heatmap.downsample is not None
-        _COMPUTED[key] = (heatmap.downsample, files)
+        folder = _STORE[0] / _heatmap_key(heatmap)
+        with exclusive(_STORE[0] / "lock"):
+            if not folder.is_dir():
+                _compute(heatmap, folder)
+                continue
+        _store_computed(heatmap, folder)
+
+
+@pytest.fixture(scope="session")
+def heatmaps_computed(tmp_path_factory: Any) -> Path:
+    """The folder of the heatmaps computed in this pytest run (shared by its processes)."""
+    from tests.conftest import run_folder
+
+    folder = run_folder(tmp_path_factory) / "heatmaps"
+    folder.mkdir(exist_ok=True)
+    _STORE[:] = [folder]
+    return folder
 
 
 @pytest.fixture
 def start(people: dict[str, Any], make_ensemble: Callable[..., Any],  # noqa: F811
-          demo_cohorts: dict[str, Any]) -> Callable[..., Any]:  # noqa: F811
+          demo_cohorts: dict[str, Any], heatmaps_computed: Path) -> Callable[..., Any]:  # noqa: F811
     """Start a run over validation + both test cohorts (B small) with a fresh tiny ensemble; returns the Run."""
     from sua_portal.runs import services
 

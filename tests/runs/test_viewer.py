@@ -45,6 +45,21 @@ def _osd_pixels(page: Any) -> np.ndarray:
 
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
+def _changed_beyond_a_pixel(before: np.ndarray, after: np.ndarray) -> int:
+    """Pixels of ``after`` (H, W, 3) unlike every pixel of ``before`` within one pixel of the same place.
+
+    A view panned away and back comes to rest within a fraction of a pixel of where it was, so edges
+    land one pixel over; a layer drawn in the wrong place, stretched or not at all changes far more.
+    """
+    h, w = before.shape[:2]
+    core = after[1:-1, 1:-1]
+    nearest = np.full(core.shape[:2], np.inf)
+    for dy in range(3):
+        for dx in range(3):
+            nearest = np.minimum(nearest, np.abs(before[dy:dy + h - 2, dx:dx + w - 2] - core).sum(axis=2))
+    return int((nearest > 24).sum())
+
+
 def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
     flagging_run: Run, signed_in_page: Any, live_server: Any, screens: Path,
 ) -> None:
@@ -206,4 +221,4 @@ def test_while_the_view_moves_the_regions_move_with_it_and_at_rest_they_are_draw
     page.wait_for_function("window.suaViewer.world.getItemAt(0).getFullyLoaded()", timeout=20_000)
     page.wait_for_timeout(300)
     after = _osd_pixels(page)
-    assert (np.abs(after - before).sum(axis=2) > 24).sum() < 0.001 * before.shape[0] * before.shape[1]
+    assert _changed_beyond_a_pixel(before, after) < 0.001 * before.shape[0] * before.shape[1]
