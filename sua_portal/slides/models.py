@@ -192,7 +192,22 @@ def _new_upload_id() -> uuid.UUID:
     return uuid.uuid4()
 
 
-class SlideUpload(models.Model):
+class Started(models.Model):
+    """What an upload or import in progress records of its start: who, when, and when it last moved
+    (the periodic purge gives up on ones left untouched); newest first."""
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created"]
+
+
+class SlideUpload(Started):
     """A resumable, chunked upload of one slide file in progress (the bytes wait in a staging file)."""
 
     id = models.UUIDField(primary_key=True, default=_new_upload_id, editable=False)
@@ -201,15 +216,6 @@ class SlideUpload(models.Model):
     size_bytes = models.BigIntegerField()
     sha256 = models.CharField(max_length=64, blank=True, help_text="as announced by the client (checked at the end)")
     received_bytes = models.BigIntegerField(default=0)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created = models.DateTimeField(auto_now_add=True)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created"]
-
     def __str__(self) -> str:
         return f"{self.filename} ({self.received_bytes}/{self.size_bytes} bytes)"
 
@@ -241,7 +247,7 @@ def _delete_staged_bytes(sender: type[SlideUpload], instance: SlideUpload, **kwa
     transaction.on_commit(lambda: path.unlink(missing_ok=True))
 
 
-class CohortImport(models.Model):
+class CohortImport(Started):
     """A cohort import from the browser: the plan it was started with, its files' uploads, its slides' outcomes.
 
     The files arrive as resumable uploads (:class:`ImportPart`); each slide is then made from its parts
@@ -252,15 +258,6 @@ class CohortImport(models.Model):
     name = models.CharField(max_length=200, help_text="the cohort name the import was started with")
     plan = models.JSONField(help_text="the plan (analysis.cohort_import.ImportPlan) as the preview answered it")
     archive = models.CharField(max_length=500, blank=True, help_text="a dropped zip, uploaded whole")
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created = models.DateTimeField(auto_now_add=True)
-    updated = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-created"]
-
     def __str__(self) -> str:
         return f"import {self.pk} of {self.name}"
 
