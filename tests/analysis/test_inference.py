@@ -306,11 +306,17 @@ def test_side_by_side_workers_give_the_same_samples_and_restore_the_thread_count
     members = [build_network("tiny", seed=s) for s in (0, 1, 2)]
     x = torch.rand(3, 3, 48, 40, generator=torch.Generator().manual_seed(0))
     serial = EnsemblePredictor(members, workers=1).predict(x)
-    before = torch.get_num_threads()
     side = EnsemblePredictor(members, workers=2)
     assert side.workers == 2
-    parallel = side.predict(x)
-    assert torch.get_num_threads() == before
+    # Three threads, not the module's (or the suite's) one: a count the passes' one thread each could
+    # not leave behind by chance.
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        parallel = side.predict(x)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
     assert parallel.shape == serial.shape == (3, 3, 48, 40) and parallel.dtype == torch.float32
     torch.testing.assert_close(parallel, serial, rtol=0, atol=1e-6)
     # A whole batch per pass (micro_batch) makes fewer tasks than workers: the same up to rounding
