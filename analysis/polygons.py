@@ -48,6 +48,11 @@ MAX_EXACT_TOLERANCE: float = math.sqrt(2.0) / 4.0
 #: Default tolerance: just under the exact limit, leaving room for rounding.
 _DEFAULT_TOLERANCE: float = 0.35
 
+#: Labels on fewer than 1 / _SPARSE_BELOW of the pixels are "sparse": their boundaries are found
+#: at their own pixels (measured on Camelyon-size heatmaps: at 2.3 % of the pixels 0.35 -> 0.25 s;
+#: at 12 % gathering was slower than four passes over the image, 0.72 -> 0.86-1.16 s).
+_SPARSE_BELOW: int = 16
+
 # Edge types, by the side of their pixel, travelled with the pixel on the
 # right (image coordinates, y down): top east, right south, bottom west, left
 # north.  Directions as (dx, dy).
@@ -186,12 +191,21 @@ def region_polygons(
     in_region = core != 0
 
     # Boundary edges, all four types, keyed type * size + padded pixel index
-    # (sorted, so that the next edge is found by binary search).
+    # (sorted, so that the next edge is found by binary search). Where regions are sparse (NPRs
+    # on most slides: a few per cent of the heatmap) each neighbour is compared at the region
+    # pixels only; where they are not, four passes over the whole image are faster than gathers.
     keys = []
-    for edge_type, to_across in enumerate(_ACROSS @ (width, 1)):
-        boundary = core != flat[first + to_across : stop + to_across]
-        boundary &= in_region
-        keys.append(edge_type * flat.size + first + np.flatnonzero(boundary))
+    if np.count_nonzero(in_region) < core.size // _SPARSE_BELOW:
+        region_pixels = first + np.flatnonzero(in_region)  # nonzero of a bool array: 6x faster than of int
+        region_of_pixel = flat[region_pixels]
+        for edge_type, to_across in enumerate(_ACROSS @ (width, 1)):
+            boundary = region_of_pixel != flat[region_pixels + to_across]
+            keys.append(edge_type * flat.size + region_pixels[boundary])
+    else:
+        for edge_type, to_across in enumerate(_ACROSS @ (width, 1)):
+            boundary = core != flat[first + to_across : stop + to_across]
+            boundary &= in_region
+            keys.append(edge_type * flat.size + first + np.flatnonzero(boundary))
     key = np.concatenate(keys)
     edge_type_of = key // flat.size
     pixel = key % flat.size

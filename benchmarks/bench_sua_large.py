@@ -14,12 +14,12 @@ uncertainty is its binary entropy (float32, as heatmaps are stored).
 For each of the paper's four ranges:
 
 - ours: :func:`analysis.sua.find_regions` (NPR labels, mean scores, areas, boxes,
-  truth fraction) and the NPR outlines;
+  truth fraction) and the NPR outlines of :func:`analysis.polygons.region_polygons`
+  (holes kept, valid, simplified);
 - the simple way: ``skimage.measure.label`` + ``regionprops`` (mean uncertainty,
-  area, box and truth fraction per region) and the same outlines.
+  area, box and truth fraction per region) and ``skimage.measure.find_contours``
+  on each region's box (outer ring only).
 
-Outlines: :func:`analysis.polygons.region_polygons` when that module exists, else
-(and always for the simple way) ``skimage.measure.find_contours`` per region.
 Printed: times, speed ratios, the peak traced memory of each way on the widest
 range against the bytes of the inputs (target: under 3x), and a run over 100
 such slides projected from the measurement.
@@ -32,7 +32,6 @@ Run::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -54,6 +53,7 @@ from bench_sua_aggregate import realistic_pair  # this folder, first on sys.path
 
 from analysis import defaults
 from analysis.annotations import rasterize
+from analysis.polygons import region_polygons
 from analysis.sua import find_regions
 from analysis.synthetic import camelyon_spec
 from analysis.synthetic.large import LargeSlide
@@ -64,7 +64,6 @@ DOWNSAMPLE = 16
 #: How much a metastasis raises the model's evidence (logit): most of it is called, some parts are NPRs.
 TUMOR_LOGIT = 9.6
 
-Outlines = Callable[[np.ndarray], Any]
 
 
 def slide_outlines(description: Path | None, seed: int) -> tuple[list[Polygon], list[Polygon], tuple[int, int]]:
@@ -100,9 +99,7 @@ def slide_heatmaps(tumor: np.ndarray, tissue: np.ndarray, *, seed: int, blob_px:
 
 
 def contours_per_region(labels: np.ndarray) -> list[Polygon]:
-    """One outline per region, ``find_contours`` on its box (level-0 px; holes left out)."""
-    # TODO(lead): switch "ours" to analysis.polygons.region_polygons once that branch is merged (done automatically
-    # below when the module exists); this loop stays as the simple way.
+    """The simple way's outlines: one per region, ``find_contours`` on its box (level-0 px; holes left out)."""
     out = []
     for i, box in enumerate(ndi.find_objects(labels)):
         if box is None:
@@ -116,12 +113,8 @@ def contours_per_region(labels: np.ndarray) -> list[Polygon]:
     return out
 
 
-def our_outlines() -> tuple[str, Outlines]:
-    try:
-        polygons = importlib.import_module("analysis.polygons")
-    except ImportError:
-        return "find_contours per region (analysis.polygons not in this tree)", contours_per_region
-    return "analysis.polygons.region_polygons", lambda labels: polygons.region_polygons(labels, downsample=DOWNSAMPLE)
+def our_outlines(labels: np.ndarray) -> Any:
+    return region_polygons(labels, downsample=DOWNSAMPLE)
 
 
 def simple_regions(s: np.ndarray, u: np.ndarray, truth: np.ndarray, lower: float, upper: float) -> Any:
@@ -167,20 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     s, u = slide_heatmaps(truth, tissue, seed=args.seed, blob_px=args.blob_px)
     del tissue
     input_bytes = s.nbytes + u.nbytes + truth.nbytes
-    name, outlines = our_outlines()
     print(
         f"heatmaps {shape[1]}x{shape[0]} ({s.size / 1e6:.0f} MP) at downsample {DOWNSAMPLE} of a {width}x{height} "
         f"slide, synthesised from its annotations in {time.perf_counter() - t0:.0f} s; tumor {truth.mean():.2%}; "
-        f"inputs {input_bytes / 2**20:.0f} MiB; outlines: {name}"
+        f"inputs {input_bytes / 2**20:.0f} MiB"
     )
 
-    loop_is_ours = outlines is contours_per_region
     total_ours = total_simple = 0.0
     for lower, upper in defaults.PAPER_RANGES:
         t_regions, regions = timed(partial(find_regions, s, u, lower=lower, upper=upper, how="mean", truth=truth))
-        t_outlines, polys = timed(partial(outlines, regions.labels))
+        t_outlines, polys = timed(partial(our_outlines, regions.labels))
         t_simple, (labels, means) = timed(partial(simple_regions, s, u, truth, lower, upper))
-        t_loop = t_outlines if loop_is_ours else timed(partial(contours_per_region, labels))[0]
+        t_loop = timed(partial(contours_per_region, labels))[0]
         assert np.array_equal(regions.labels, labels), "labels differ from skimage's"
         assert np.allclose(regions.scores, means, rtol=1e-9, atol=0), "mean scores differ"
         assert len(polys) == regions.n_regions
@@ -195,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     lower, upper = defaults.PAPER_RANGES[0]
 
     def our_way() -> None:
-        outlines(find_regions(s, u, lower=lower, upper=upper, how="mean", truth=truth).labels)
+        our_outlines(find_regions(s, u, lower=lower, upper=upper, how="mean", truth=truth).labels)
 
     def the_simple_way() -> None:
         contours_per_region(simple_regions(s, u, truth, lower, upper)[0])

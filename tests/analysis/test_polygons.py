@@ -11,6 +11,7 @@ from hypothesis.extra.numpy import arrays
 from skimage.measure import find_contours
 from skimage.measure import label as skimage_label
 
+from analysis import polygons
 from analysis.annotations import rasterize
 from analysis.polygons import MAX_EXACT_TOLERANCE, region_polygons
 from analysis.sua import negative_prediction_regions
@@ -145,3 +146,21 @@ def test_it_draws_what_find_contours_draws_and_rasterises_back_exactly(mask: np.
             reference = _find_contours_polygon(labels == i + 1, 2.5)
             assert polygon.area == pytest.approx(reference.area, rel=1e-12)
             assert polygon.symmetric_difference(reference).area < 1e-9
+
+
+@settings(max_examples=80, deadline=None)
+@given(mask=arrays(np.bool_, st.tuples(st.integers(1, 20), st.integers(1, 20))), many=st.booleans())
+def test_boundaries_found_at_the_region_pixels_or_over_the_whole_image_give_the_same_outlines(
+    mask: np.ndarray, many: bool
+) -> None:
+    # Sparse labels (NPRs on most slides) are scanned at their own pixels, others by passes over the image.
+    labels = skimage_label(mask, connectivity=2).astype(np.int32)
+    if many:
+        labels = (np.arange(mask.size).reshape(mask.shape) % 3 + 1) * mask
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(polygons, "_SPARSE_BELOW", 1)  # every image with a background pixel counts as sparse
+        at_pixels = region_polygons(labels, downsample=2.5)
+        patch.setattr(polygons, "_SPARSE_BELOW", 2**62)  # none does
+        over_image = region_polygons(labels, downsample=2.5)
+    _assert_exact(labels, at_pixels, 2.5)
+    assert list(shapely.to_wkb(at_pixels)) == list(shapely.to_wkb(over_image))
