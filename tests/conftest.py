@@ -277,11 +277,20 @@ def celery_worker_process(django_db_setup: Any, django_db_blocker: Any, tmp_path
     stop_worker(proc)
 
 
-def shot(page: Any, name: str) -> None:
-    """A full-page screenshot of a browser test's page under $SUA_SHOTS (none when it is not set)."""
+def shots_folder() -> Path | None:
+    """$SUA_SHOTS: where browser tests save what they showed (screenshots, the review's timings) for a
+    person to look at; None when it is not set (then nothing is captured: a screenshot nobody opens
+    costs the browser an encoded PNG)."""
     if shots := os.environ.get("SUA_SHOTS", ""):
         Path(shots).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
+        return Path(shots)
+    return None
+
+
+def shot(page: Any, name: str, *, full_page: bool = True) -> None:
+    """A screenshot of a browser test's page (the whole page, or the window) under $SUA_SHOTS."""
+    if folder := shots_folder():
+        page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60, what: str = "condition") -> Any:

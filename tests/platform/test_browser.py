@@ -4,15 +4,16 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import shot
+
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_pathologist_signs_in_and_sees_their_projects_worklist(people: dict[str, Any], signed_in_page: Any,
-                                                                tmp_path: Any) -> None:
+def test_a_pathologist_signs_in_and_sees_their_projects_worklist(people: dict[str, Any], signed_in_page: Any) -> None:
     page = signed_in_page("pathologist")
     assert page.locator("h1").inner_text() == "Your worklist"
     assert [t.split("·")[0].strip() for t in page.locator(".worklist h2").all_inner_texts()] == ["Own"]
-    page.screenshot(path=str(tmp_path / "home.png"))
+    shot(page, "home", full_page=False)
     page.click("nav >> text=Projects")
     assert page.locator("h1").inner_text() == "Your projects"
     assert page.locator(".card.project h2").all_inner_texts() == ["Own"]

@@ -5,10 +5,8 @@ worklist page, the reviewed layer, a reader's panel, the run page's review summa
 from __future__ import annotations
 
 import io
-import os
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,17 +15,10 @@ from PIL import Image
 
 from sua_portal.review.models import SlideCompletion, Verdict
 from sua_portal.runs.models import Region, Run, RunSlide
+from tests.conftest import shot, shots_folder
 from tests.review.conftest import flagged, give, slides_with_flags
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def screens(tmp_path: Path) -> Path:
-    """Where screenshots go: $SUA_SCREENSHOTS (to look at them) or the test's temporary directory."""
-    folder = Path(os.environ.get("SUA_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def osd_pixels(page: Any) -> np.ndarray:
@@ -77,7 +68,7 @@ def press(page: Any, key: str) -> float:
 
 
 def test_a_pathologist_reviews_a_slide_by_keyboard(
-    review_run: Run, people: dict[str, Any], signed_in_page: Callable[[str], Any], live_server: Any, screens: Path,
+    review_run: Run, people: dict[str, Any], signed_in_page: Callable[[str], Any], live_server: Any,
 ) -> None:
     run, pathologist = review_run, people["pathologist"]
     row = slides_with_flags(run)[0]
@@ -102,7 +93,7 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     assert page.evaluate("window.suaViewerLayers.active && window.suaViewerLayers.active.set") == "regions"
     assert f"0 of {len(ids)} reviewed" in page.locator("#queue-progress").inner_text()
     assert page.locator("#npr-list").is_hidden()  # the plain list of flagged regions gives way to the queue
-    page.screenshot(path=str(screens / "queue-pathologist.png"))
+    shot(page, "queue-pathologist", full_page=False)
 
     # T: tumor, saved at once; the view flies to the next region without a verdict.
     times = [press(page, "t")]
@@ -138,7 +129,7 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     page.wait_for_function("window.suaViewerState.overlaysHidden === true", timeout=5_000)
     page.wait_for_timeout(300)
     hidden = osd_pixels(page)
-    page.screenshot(path=str(screens / "queue-overlays-hidden.png"))
+    shot(page, "queue-overlays-hidden", full_page=False)
     page.keyboard.up("h")
     page.wait_for_function("window.suaViewerState.overlaysHidden === false", timeout=5_000)
     page.wait_for_timeout(300)
@@ -150,7 +141,7 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     page.keyboard.press("?")
     assert page.locator("#queue-keys").is_visible()
     assert "not tumor" in page.locator("#queue-keys").inner_text()
-    page.screenshot(path=str(screens / "queue-keys.png"))
+    shot(page, "queue-keys", full_page=False)
     page.keyboard.press("Escape")
     assert page.locator("#queue-keys").is_hidden()
 
@@ -184,7 +175,7 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     page.wait_for_function("window.suaReview.saving === 0", timeout=20_000)
     assert len(verdicts(pathologist, regions)) == len(ids)
     assert page.locator("#queue-done").is_visible()
-    page.screenshot(path=str(screens / "queue-done.png"))
+    shot(page, "queue-done", full_page=False)
     page.locator("#queue-complete").click()
     page.wait_for_function("window.suaReview.saving === 0", timeout=10_000)
     assert SlideCompletion.objects.filter(run_slide=row, reviewer=pathologist).exists()
@@ -204,13 +195,14 @@ def test_a_pathologist_reviews_a_slide_by_keyboard(
     report = (f"key to next region shown: median {statistics.median(times):.0f} ms, max {max(times):.0f} ms over"
               f" {len(times)} flights; median {statistics.median(jumps or [0]):.0f} ms over {len(jumps)} jumps")
     print(report)
-    (screens / "queue-timing.txt").write_text(report + "\n" + " ".join(f"{t:.0f}" for t in times + jumps) + "\n")
+    if folder := shots_folder():
+        (folder / "queue-timing.txt").write_text(report + "\n" + " ".join(f"{t:.0f}" for t in times + jumps) + "\n")
     assert statistics.median(times) < 3000
 
 
 def test_the_worklist_lists_counts_in_review_order_and_resumes_where_the_reviewer_stopped(
     review_run: Run, people: dict[str, Any], api_for: Callable[[Any], Any], signed_in_page: Callable[[str], Any],
-    live_server: Any, screens: Path,
+    live_server: Any,
 ) -> None:
     run, pathologist = review_run, api_for(people["pathologist"])
     done_row, open_row = slides_with_flags(run)[:2]
@@ -224,7 +216,7 @@ def test_the_worklist_lists_counts_in_review_order_and_resumes_where_the_reviewe
     give(pathologist, partly[1].pk, "tumor", "solid nest")
     page = signed_in_page("pathologist")
     page.goto(f"{live_server.url}/review/")
-    page.screenshot(path=str(screens / "worklist.png"), full_page=True)
+    shot(page, "worklist")
     rows = page.locator("table.worklist-table tbody tr")
     listed = rows.evaluate_all("""rows => rows.map(r => ({slide: +r.dataset.slide, state: r.dataset.state,
         flagged: +r.querySelector('[data-flagged]').dataset.flagged, reviewed: +r.querySelector('[data-reviewed]').dataset.reviewed,
@@ -272,7 +264,7 @@ def test_the_worklist_lists_counts_in_review_order_and_resumes_where_the_reviewe
     page.wait_for_function("window.suaViewerState.mask === 'reviewed' && window.suaViewer.world.getItemCount() === 2"
                            " && window.suaViewer.world.getItemAt(1).getFullyLoaded()", timeout=20_000)
     page.wait_for_timeout(500)
-    page.screenshot(path=str(screens / "reviewed-layer.png"))
+    shot(page, "reviewed-layer", full_page=False)
     assert changed(without, osd_pixels(page)) > 500  # the confirmed region is drawn
     # Its downloads.
     tiff = page.request.get(live_server.url + (page.locator("#reviewed-downloads a", has_text="TIFF").get_attribute("href") or ""))
@@ -283,7 +275,7 @@ def test_the_worklist_lists_counts_in_review_order_and_resumes_where_the_reviewe
 
 def test_a_researcher_reads_the_panel_and_the_run_page_sets_the_flags_precision_beside_the_calibrations(
     review_run: Run, people: dict[str, Any], api_for: Callable[[Any], Any], signed_in_page: Callable[[str], Any],
-    live_server: Any, screens: Path,
+    live_server: Any,
 ) -> None:
     run, pathologist = review_run, api_for(people["pathologist"])
     row = slides_with_flags(run)[0]
@@ -303,7 +295,7 @@ def test_a_researcher_reads_the_panel_and_the_run_page_sets_the_flags_precision_
     assert page.locator(f'#queue-list li[data-id="{regions[2].pk}"] .verdict-badge').inner_text() == "Not tumor"
     assert page.locator("#queue-buttons button.write").first.is_hidden()
     assert page.locator('#queue-buttons button[data-key="n"]').is_visible()
-    page.screenshot(path=str(screens / "queue-researcher.png"))
+    shot(page, "queue-researcher", full_page=False)
     before = Verdict.objects.count()
     page.keyboard.press("t")
     page.keyboard.press("z")
@@ -318,7 +310,7 @@ def test_a_researcher_reads_the_panel_and_the_run_page_sets_the_flags_precision_
     page.goto(f"{live_server.url}/runs/{run.pk}/")
     page.wait_for_selector("#review-summary:not([hidden]) #review-table tr.total", timeout=15_000)
     page.locator("#review-summary").scroll_into_view_if_needed()
-    page.screenshot(path=str(screens / "run-review-summary.png"))
+    shot(page, "run-review-summary", full_page=False)
     total = page.locator("#review-table tr.total td").all_inner_texts()
     all_flagged = len(flagged(run))
     assert total[:9] == ["All cohorts", "", "", str(all_flagged), "4", "2", "1", "1", "0"]
@@ -334,7 +326,7 @@ def test_a_researcher_reads_the_panel_and_the_run_page_sets_the_flags_precision_
 
 def test_a_pathologist_is_blind_to_the_truth_and_other_reviewers_and_is_told_why_a_verdict_is_refused(
     review_run: Run, people: dict[str, Any], api_for: Callable[[Any], Any], second_pathologist: Any,
-    signed_in_page: Callable[[str], Any], live_server: Any, screens: Path,
+    signed_in_page: Callable[[str], Any], live_server: Any,
 ) -> None:
     from sua_portal.runs.services import RunSettings, choose_review_run
     from sua_portal.slides.models import Cohort, Slide
@@ -372,11 +364,11 @@ def test_a_pathologist_is_blind_to_the_truth_and_other_reviewers_and_is_told_why
     assert current(page) == regions[0].pk  # back at the region whose verdict was refused
     assert page.locator(f'#queue-list li[data-id="{regions[0].pk}"] .verdict-badge').inner_text() == "no verdict"
     assert not Verdict.objects.filter(reviewer=people["pathologist"]).exists()
-    page.screenshot(path=str(screens / "queue-refused.png"))
+    shot(page, "queue-refused", full_page=False)
 
 
 def test_a_slide_with_thousands_of_flagged_regions_lists_a_window_of_rows_that_follows_the_reviewer(
-    checked_slide: Any, people: dict[str, Any], signed_in_page: Callable[[str], Any], live_server: Any, screens: Path,
+    checked_slide: Any, people: dict[str, Any], signed_in_page: Callable[[str], Any], live_server: Any,
 ) -> None:
     from django.core.management import call_command
 
@@ -414,4 +406,4 @@ def test_a_slide_with_thousands_of_flagged_regions_lists_a_window_of_rows_that_f
     assert current(page) == ids[-2]
     assert page.locator("#queue-list li.current").get_attribute("data-id") == str(ids[-2])
     assert page.locator("#queue-list li.current").is_visible()
-    page.screenshot(path=str(screens / "queue-600-regions.png"))
+    shot(page, "queue-600-regions", full_page=False)

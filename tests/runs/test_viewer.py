@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,15 +12,8 @@ from PIL import Image
 
 from sua_portal.runs import services
 from sua_portal.runs.models import Region, Run, RunSlide
+from tests.conftest import shot
 from tests.runs.conftest import carry_through
-
-
-@pytest.fixture
-def screens(tmp_path: Path) -> Path:
-    """Where screenshots go: $SUA_SCREENSHOTS (to look at them) or the test's temporary directory."""
-    folder = Path(os.environ.get("SUA_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -61,7 +52,7 @@ def _changed_beyond_a_pixel(before: np.ndarray, after: np.ndarray) -> int:
 
 
 def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
-    flagging_run: Run, signed_in_page: Any, live_server: Any, screens: Path,
+    flagging_run: Run, signed_in_page: Any, live_server: Any,
 ) -> None:
     row = _busiest(flagging_run)
     review = services.review_range(flagging_run)
@@ -90,7 +81,7 @@ def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
     page.wait_for_function("window.suaViewer.world.getItemAt(1) && window.suaViewer.world.getItemAt(1).getFullyLoaded()",
                            timeout=20_000)
     page.wait_for_timeout(300)
-    page.screenshot(path=str(screens / "viewer-pathologist.png"))
+    shot(page, "viewer-pathologist", full_page=False)
     # Toggling the regions changes pixels.
     with_regions = _osd_pixels(page)
     page.uncheck("#show-regions")
@@ -128,7 +119,7 @@ def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
 @pytest.mark.browser
 @pytest.mark.django_db(transaction=True)
 def test_a_researcher_sees_the_ground_truth_beside_the_regions(
-    flagging_run: Run, signed_in_page: Any, live_server: Any, screens: Path,
+    flagging_run: Run, signed_in_page: Any, live_server: Any,
 ) -> None:
     row = _busiest(flagging_run)
     page = signed_in_page("researcher")
@@ -139,7 +130,7 @@ def test_a_researcher_sees_the_ground_truth_beside_the_regions(
     assert page.locator("#show-truth").is_checked()
     page.wait_for_function("window.suaViewerState.annotations > 0", timeout=10_000)
     page.wait_for_timeout(300)
-    page.screenshot(path=str(screens / "viewer-researcher.png"))
+    shot(page, "viewer-researcher", full_page=False)
     # Zoom presets in objective magnification, as the slide allows (2 µm/px: a 5x scan, so 2x and 5x).
     times = "\u00d7"  # the buttons' multiplication sign
     assert page.locator("#zoom-presets button").all_inner_texts() == [f"2{times}", f"5{times}"]

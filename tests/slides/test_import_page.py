@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -12,18 +11,11 @@ from typing import Any
 import pytest
 
 from sua_portal.slides.models import Cohort, CohortImport, Slide
+from tests.conftest import shot
 from tests.slides.conftest import Storage
 from tests.slides.mirax import write_mirax
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def screens(tmp_path: Path) -> Path:
-    """Where screenshots go: $SUA_SCREENSHOTS (to look at them) or the test's temporary directory."""
-    folder = Path(os.environ.get("SUA_SCREENSHOTS") or tmp_path / "screens")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -53,7 +45,7 @@ def drop(tmp_path: Path, testdata: Path, synthetic_cohort: Path) -> Path:
 
 
 def test_an_admin_previews_a_folder_imports_it_and_sees_each_slide_s_outcome(
-    people: dict[str, Any], storage: Storage, drop: Path, signed_in_page: Any, live_server: Any, screens: Path,
+    people: dict[str, Any], storage: Storage, drop: Path, signed_in_page: Any, live_server: Any,
 ) -> None:
     page = signed_in_page("admin")
     page.goto(f"{live_server.url}/projects/{people['own'].pk}/import/")
@@ -69,7 +61,7 @@ def test_an_admin_previews_a_folder_imports_it_and_sees_each_slide_s_outcome(
     assert "notes.txt" in page.locator("[data-problems=left-out]").inner_text()
     assert "5 slides to create in 2 cohorts" in page.locator("#import-summary").inner_text()
     assert not Cohort.objects.exists() and not CohortImport.objects.exists(), "a preview stores nothing"
-    page.screenshot(path=str(screens / "import-preview.png"), full_page=True)
+    shot(page, "import-preview")
 
     page.click("#import-start")
     page.wait_for_function("document.querySelectorAll('#import-files li[data-state]').length === 5", timeout=60_000)
@@ -79,7 +71,7 @@ def test_an_admin_previews_a_folder_imports_it_and_sees_each_slide_s_outcome(
                       "series3": "created", "broken": "rejected"}
     assert "not a readable slide" in page.locator("#import-files li[data-item=broken]").inner_text()
     page.wait_for_selector("#import-progress >> text=Done: 5 slides: 4 created, 1 rejected", timeout=10_000)
-    page.screenshot(path=str(screens / "import-done.png"), full_page=True)
+    shot(page, "import-done")
     slides = {s.name: s for s in Slide.objects.select_related("cohort")}
     assert set(slides) == {"validation_01", "validation_02", "scan7", "series3"}
     assert slides["validation_01"].annotations.count() == 1 and slides["validation_01"].has_tumor is True
@@ -89,7 +81,7 @@ def test_an_admin_previews_a_folder_imports_it_and_sees_each_slide_s_outcome(
 
 
 def test_bad_manifest_shows_the_errors_and_the_import_cannot_start(
-    people: dict[str, Any], storage: Storage, drop: Path, signed_in_page: Any, live_server: Any, screens: Path,
+    people: dict[str, Any], storage: Storage, drop: Path, signed_in_page: Any, live_server: Any,
 ) -> None:
     (drop / "manifest.csv").write_text("slide,split,stain\nvalidation_01,holdout,HE\n")
     page = signed_in_page("admin")
@@ -100,7 +92,7 @@ def test_bad_manifest_shows_the_errors_and_the_import_cannot_start(
     text = errors.inner_text()
     assert "unknown column 'stain'" in text and "unknown split 'holdout'" in text
     assert page.locator("#import-start").is_disabled()
-    page.screenshot(path=str(screens / "import-errors.png"), full_page=True)
+    shot(page, "import-errors")
     assert not Cohort.objects.exists() and not CohortImport.objects.exists()
 
 

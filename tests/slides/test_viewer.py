@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,10 @@ from PIL import Image
 
 from sua_portal.slides import services
 from sua_portal.slides.models import Cohort, Slide
+from tests.conftest import shot
 from tests.slides.conftest import Storage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def screens(tmp_path: Path) -> Path:
-    """Where screenshots go: $SUA_SCREENSHOTS (to look at them) or the test's temporary directory."""
-    folder = Path(os.environ.get("SUA_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -42,7 +34,7 @@ def demo_cohort(people: dict[str, Any], storage: Storage, synthetic_cohort: Path
 
 @pytest.mark.webgl  # the drawer real browsers with a GPU use
 def test_the_viewer_shows_real_tile_pixels_and_the_tumor_outlines(
-    demo_cohort: Cohort, signed_in_page: Any, live_server: Any, screens: Path,
+    demo_cohort: Cohort, signed_in_page: Any, live_server: Any,
 ) -> None:
     slide = Slide.objects.get(cohort=demo_cohort, has_tumor=True)
     page = signed_in_page("researcher")  # the project's review is blind: pathologists do not see the ground truth
@@ -54,8 +46,7 @@ def test_the_viewer_shows_real_tile_pixels_and_the_tumor_outlines(
     page.wait_for_timeout(700)  # let the zoom animation settle before the picture
     assert tiles and all(status == 200 for _, status in tiles), tiles
     assert page.evaluate("window.suaViewerState.tileErrors") == 0
-    shot = page.locator("#osd").screenshot()
-    rgb = np.asarray(Image.open(io.BytesIO(shot)).convert("RGB"))
+    rgb = np.asarray(Image.open(io.BytesIO(page.locator("#osd").screenshot())).convert("RGB"))
     pixels = rgb.astype(float)
     # Real tissue: many distinct colours and a spread of intensities, not a blank or uniform canvas.
     # (Colours counted as one 24-bit number each: np.unique over rows of three took seconds.)
@@ -76,7 +67,7 @@ def test_the_viewer_shows_real_tile_pixels_and_the_tumor_outlines(
     assert page.locator("h1.slide-title").inner_text() == slide.name
     assert "2.0000 µm/px" in (page.locator("#slide-meta").text_content() or "")  # in the folded "Slide" details
     assert page.locator("#scalebar .label").inner_text().endswith(("µm", "mm"))
-    page.screenshot(path=str(screens / "viewer.png"))
+    shot(page, "viewer", full_page=False)
     # Zoomed in on the first metastasis, the outline follows the tissue.
     page.evaluate("""() => {
         const [x, y, width, height] = window.suaViewerLayers.bounds('outlines', 0);
@@ -88,18 +79,18 @@ def test_the_viewer_shows_real_tile_pixels_and_the_tumor_outlines(
     page.wait_for_function("document.body.dataset.tiles === 'loaded' && window.suaViewerState.fullyLoaded",
                            timeout=30_000)
     page.wait_for_timeout(500)
-    page.screenshot(path=str(screens / "viewer-zoomed.png"))
+    shot(page, "viewer-zoomed", full_page=False)
     assert all(status == 200 for _, status in tiles)
 
 
 def test_the_cohort_page_lists_slides_with_thumbnails_status_and_tumor(
-    demo_cohort: Cohort, signed_in_page: Any, live_server: Any, screens: Path,
+    demo_cohort: Cohort, signed_in_page: Any, live_server: Any,
 ) -> None:
     page = signed_in_page("researcher")
     page.click("nav >> text=Projects")  # a researcher starts on the runs
     link = page.locator(f"a.cohort-link[href='/cohorts/{demo_cohort.pk}/']")
     assert link.inner_text() == "Sentinel nodes"
-    page.screenshot(path=str(screens / "home.png"))
+    shot(page, "home", full_page=False)
     link.click()
     page.wait_for_url(f"{live_server.url}/cohorts/{demo_cohort.pk}/")
     rows = page.locator("#slides tbody tr")
@@ -112,13 +103,13 @@ def test_the_cohort_page_lists_slides_with_thumbnails_status_and_tumor(
     text = page.locator("#slides").inner_text()
     assert "failed" in text and "cannot be decoded" in text and "yes" in text and "no" in text
     assert page.locator("#uploader").count() == 0  # researchers do not upload
-    page.screenshot(path=str(screens / "cohort.png"), full_page=True)
+    shot(page, "cohort")
     page.locator("#slides tbody tr", has_text="boxes").locator("a").first.click()
     page.wait_for_function("document.body.dataset.tiles === 'loaded'", timeout=30_000)
 
 
 def test_an_admin_uploads_a_slide_from_the_cohort_page_in_chunks(
-    demo_cohort: Cohort, signed_in_page: Any, live_server: Any, screens: Path, testdata: Path,
+    demo_cohort: Cohort, signed_in_page: Any, live_server: Any, testdata: Path,
 ) -> None:
     page = signed_in_page("admin")
     page.goto(f"{live_server.url}/cohorts/{demo_cohort.pk}/")
@@ -126,6 +117,6 @@ def test_an_admin_uploads_a_slide_from_the_cohort_page_in_chunks(
     page.wait_for_selector("#upload-list li.done", timeout=20_000)
     page.wait_for_selector("#upload-list li.failed", timeout=20_000)
     assert "not accepted as slides" in page.locator("#upload-list li.failed").inner_text()
-    page.screenshot(path=str(screens / "upload.png"))
+    shot(page, "upload", full_page=False)
     assert Slide.objects.filter(cohort=demo_cohort, name="small").exists()
     page.wait_for_selector("#slides tbody tr >> text=small", timeout=10_000)  # the page reloads with it
