@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -316,10 +316,52 @@ def playwright_driver() -> Iterator[Any]:
         yield pw
 
 
+#: Chromium (156) opens a renderer for its WebUI omnibox popups (chrome://omnibox-popup.top-chrome/)
+#: with every window, a headless one too: a browser context cost 0.8 core-seconds with it, 0.2 without.
+NO_OMNIBOX_POPUP = ["WebUIOmniboxPopup", "WebUIOmniboxAimPopup"]
+
+
+def _own_processes_args() -> Iterator[list[str]]:
+    """The command lines of this process's descendants (Chromium rewrites its own into one string)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        with suppress(OSError, ValueError, IndexError):
+            parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    for pid in parent:
+        ancestor = parent.get(pid)
+        while ancestor and ancestor != os.getpid():
+            ancestor = parent.get(ancestor)
+        if ancestor == os.getpid():
+            with suppress(OSError):
+                yield (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().split()
+
+
+def chromium_args(playwright_driver: Any, extra: list[str]) -> list[str]:
+    """CHROMIUM_ARGS + ``extra``, with NO_OMNIBOX_POPUP's features disabled beside Playwright's own.
+
+    Of several ``--disable-features`` switches Chromium keeps the last, and Playwright passes its own
+    (features it needs off); so they are read off a browser started with Playwright's defaults and
+    passed again with ours.
+    """
+    marker = "--sua-features-probe"  # a switch Chromium ignores, to tell the probe from other browsers
+    probe = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, marker])
+    try:
+        theirs = [arg.split("=", 1)[1] for args in _own_processes_args()
+                  if marker in args and not any(a.startswith("--type=") for a in args)
+                  for arg in args if arg.startswith("--disable-features=")]
+    finally:
+        probe.close()
+    if len(theirs) != 1:
+        raise RuntimeError(f"expected Playwright's one --disable-features switch on Chromium's command line, found {theirs}")
+    features = ",".join([*theirs, *NO_OMNIBOX_POPUP])
+    return [*CHROMIUM_ARGS, *extra, f"--disable-features={features}"]
+
+
 @pytest.fixture(scope="session")
 def browser(playwright_driver: Any) -> Iterator[Any]:
     """Headless Chromium, started once per session (each test gets a context of its own), WebGL off."""
-    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + NO_WEBGL)
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=chromium_args(playwright_driver, NO_WEBGL))
     yield instance
     instance.close()
 
@@ -327,7 +369,8 @@ def browser(playwright_driver: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def webgl_browser(playwright_driver: Any) -> Iterator[Any]:
     """Headless Chromium with WebGL (on SwiftShader), for the tests marked ``webgl``."""
-    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                 args=chromium_args(playwright_driver, []))
     yield instance
     instance.close()
 
