@@ -343,6 +343,8 @@ def chromium_args(playwright_driver: Any, extra: list[str]) -> list[str]:
     (features it needs off); so they are read off a browser started with Playwright's defaults and
     passed again with ours.
     """
+    if not Path("/proc").is_dir():  # no command lines to read (not Linux): Playwright's features alone
+        return [*CHROMIUM_ARGS, *extra]
     marker = "--sua-features-probe"  # a switch Chromium ignores, to tell the probe from other browsers
     probe = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, marker])
     try:
