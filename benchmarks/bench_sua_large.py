@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import shapely
 from scipy import ndimage as ndi
 from shapely.geometry import Polygon
@@ -63,7 +64,6 @@ from analysis.uncertainty import binary_entropy
 DOWNSAMPLE = 16
 #: How much a metastasis raises the model's evidence (logit): most of it is called, some parts are NPRs.
 TUMOR_LOGIT = 9.6
-
 
 
 def slide_outlines(description: Path | None, seed: int) -> tuple[list[Polygon], list[Polygon], tuple[int, int]]:
@@ -113,7 +113,7 @@ def contours_per_region(labels: np.ndarray) -> list[Polygon]:
     return out
 
 
-def our_outlines(labels: np.ndarray) -> Any:
+def our_outlines(labels: np.ndarray) -> npt.NDArray[np.object_]:
     return region_polygons(labels, downsample=DOWNSAMPLE)
 
 

@@ -21,7 +21,7 @@ import pytest
 # One OpenMP / BLAS thread per test process (the Celery workers and training processes the tests start
 # inherit it): the suite runs as pytest-xdist processes beside their Celery workers, browsers and
 # PostgreSQL on a 2-core machine, and torch's and OpenBLAS's default of one spinning thread per core
-# in every process had them waiting on each other (pytest -n 2: 340 -> 217 s, CPU 430 -> 230 s).
+# in every process had them waiting on each other (pytest -n 2: 340 -> 202 s, CPU 430 -> 250 s).
 # Set before torch or numpy is first imported in the process that runs tests; xdist's processes
 # inherit it from the one that starts them. Tests of threaded code set their threads themselves.
 for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -336,15 +336,16 @@ def _own_processes_args() -> Iterator[list[str]]:
                 yield (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode().split()
 
 
-def chromium_args(playwright_driver: Any, extra: list[str]) -> list[str]:
-    """CHROMIUM_ARGS + ``extra``, with NO_OMNIBOX_POPUP's features disabled beside Playwright's own.
+@pytest.fixture(scope="session")
+def chromium_args(playwright_driver: Any) -> list[str]:
+    """CHROMIUM_ARGS with NO_OMNIBOX_POPUP's features disabled beside Playwright's own (once a session).
 
     Of several ``--disable-features`` switches Chromium keeps the last, and Playwright passes its own
     (features it needs off); so they are read off a browser started with Playwright's defaults and
     passed again with ours.
     """
     if not Path("/proc").is_dir():  # no command lines to read (not Linux): Playwright's features alone
-        return [*CHROMIUM_ARGS, *extra]
+        return CHROMIUM_ARGS
     marker = "--sua-features-probe"  # a switch Chromium ignores, to tell the probe from other browsers
     probe = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, marker])
     try:
@@ -356,23 +357,21 @@ def chromium_args(playwright_driver: Any, extra: list[str]) -> list[str]:
     if len(theirs) != 1:
         raise RuntimeError(f"expected Playwright's one --disable-features switch on Chromium's command line, found {theirs}")
     features = ",".join([*theirs, *NO_OMNIBOX_POPUP])
-    return [*CHROMIUM_ARGS, *extra, f"--disable-features={features}"]
+    return [*CHROMIUM_ARGS, f"--disable-features={features}"]
 
 
 @pytest.fixture(scope="session")
-def browser(playwright_driver: Any) -> Iterator[Any]:
+def browser(playwright_driver: Any, chromium_args: list[str]) -> Iterator[Any]:
     """Headless Chromium, started once per session (each test gets a context of its own), WebGL off."""
-    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=chromium_args(playwright_driver, NO_WEBGL))
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args + NO_WEBGL)
     yield instance
     instance.close()
 
 
 @pytest.fixture(scope="session")
-def webgl_browser(playwright_driver: Any) -> Iterator[Any]:
+def webgl_browser(playwright_driver: Any, chromium_args: list[str]) -> Iterator[Any]:
     """Headless Chromium with WebGL (on SwiftShader), for the tests marked ``webgl``."""
-    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                                 args=chromium_args(playwright_driver, []))
+    instance = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args)
     yield instance
     instance.close()
 

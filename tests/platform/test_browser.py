@@ -13,7 +13,7 @@ def test_a_pathologist_signs_in_and_sees_their_projects_worklist(people: dict[st
     page = signed_in_page("pathologist")
     assert page.locator("h1").inner_text() == "Your worklist"
     assert [t.split("·")[0].strip() for t in page.locator(".worklist h2").all_inner_texts()] == ["Own"]
-    shot(page, "home", full_page=False)
+    shot(page, "home-pathologist", full_page=False)
     page.click("nav >> text=Projects")
     assert page.locator("h1").inner_text() == "Your projects"
     assert page.locator(".card.project h2").all_inner_texts() == ["Own"]

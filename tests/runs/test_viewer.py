@@ -34,8 +34,6 @@ def _osd_pixels(page: Any) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.locator("#osd").screenshot())).convert("RGB")).astype(float)
 
 
-@pytest.mark.browser
-@pytest.mark.django_db(transaction=True)
 def _changed_beyond_a_pixel(before: np.ndarray, after: np.ndarray) -> int:
     """Pixels of ``after`` (H, W, 3) unlike every pixel of ``before`` within one pixel of the same place.
 
@@ -51,6 +49,8 @@ def _changed_beyond_a_pixel(before: np.ndarray, after: np.ndarray) -> int:
     return int((nearest > 24).sum())
 
 
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
 def test_a_pathologist_sees_the_review_runs_regions_and_flags_and_goes_to_each(
     flagging_run: Run, signed_in_page: Any, live_server: Any,
 ) -> None:

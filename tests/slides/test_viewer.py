@@ -90,7 +90,7 @@ def test_the_cohort_page_lists_slides_with_thumbnails_status_and_tumor(
     page.click("nav >> text=Projects")  # a researcher starts on the runs
     link = page.locator(f"a.cohort-link[href='/cohorts/{demo_cohort.pk}/']")
     assert link.inner_text() == "Sentinel nodes"
-    shot(page, "home", full_page=False)
+    shot(page, "home-researcher", full_page=False)
     link.click()
     page.wait_for_url(f"{live_server.url}/cohorts/{demo_cohort.pk}/")
     rows = page.locator("#slides tbody tr")
