@@ -55,6 +55,20 @@ Camelyon16-size slide (12,845 of 35,840 tiles touching tissue): naive 45.3
 min, ours **1.7 min per slide for 5 members** (target under 2), peak RSS
 ~2.4 GB, GPU memory 8.6 GB.  Batches of 128 tiles and 12 decode threads
 changed nothing (122 tiles/s, 1.8 min; GPU memory 18 GB).
+
+On the same GPU, the 5 members alone on a batch of 64 on the GPU, other
+ways: ``torch.compile``'d (``--compile``; the option ``compile`` of
+:class:`~analysis.inference.EnsemblePredictor`) **246 tiles/s (64.2
+TFLOP/s), 1.76x**, after 54-61 s compiling the 5 members; the lean
+FC-DenseNet path under bf16 122 tiles/s (slower: it stays off on GPUs);
+float32 with TF32 convolutions 89 tiles/s.  At the pipeline's 88-91 % of
+the members alone, compiled members would make a Camelyon16-size slide
+about 1.0 minute: a projection, not a measurement (the one ``--compile`` run
+timed out compiling a second time, its warm-up having run outside
+inference mode, which compiled code is guarded on: fixed since, not re-run,
+the session's GPU time being spent).  Since then the GPU's last batch is
+padded to the others' size, so neither cuDNN nor compiled members meet a new
+shape mid-slide (likely most of the first run's extra 5 s above: not re-measured).
 """
 
 from __future__ import annotations
@@ -125,14 +139,15 @@ def tile_gflop(model: nn.Module, tile: int, device: str) -> float:
 def model_only_rate(predictor: EnsemblePredictor, batch: int, tile: int, seconds: float = 3.0) -> float:
     """Tiles per second through all K members, a batch already on the device: no decoding, no copies."""
     x = torch.rand(batch, 3, tile, tile, device=predictor.device).contiguous(memory_format=torch.channels_last)
-    predictor.predict(x)
     cuda = predictor.device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    with torch.inference_mode():  # as run_ensemble runs it (compiled members are guarded on the mode)
         predictor.predict(x)
-        n += batch
+        if cuda:
+            torch.cuda.synchronize()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            predictor.predict(x)
+            n += batch
     if cuda:
         torch.cuda.synchronize()
     return n / (time.perf_counter() - t0)
@@ -187,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="runs of ours, the fastest reported (default 1, cuda 2: the first tunes cuDNN for the last batch's size)",
     )
+    parser.add_argument("--compile", action="store_true", help="ours with torch.compile'd members (compiled in the warm-up)")
     parser.add_argument("--skip-naive", action="store_true", help="ours only (a second run on a kept slide)")
     parser.add_argument(
         "--breakdown",
@@ -240,15 +256,25 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             workers=args.workers,
             decode_threads=args.decode_threads,
+            compile=args.compile,
         )
         # Warm-up (allocations, kernel selection: one batch shape each) so neither side pays it.
         with torch.inference_mode():
             for model in pristine:
                 model(torch.rand(1, 3, args.tile, args.tile, device=args.device))
-        predictor = EnsemblePredictor(members, device=args.device, workers=args.workers)
-        predictor.predict(
-            torch.rand(batch, 3, args.tile, args.tile, device=args.device).contiguous(memory_format=torch.channels_last)
-        )
+        # Ours runs this predictor: with --compile its members compile here, before the clock starts.
+        # Under inference mode, as run_ensemble calls it: compiled code is guarded on the grad mode, and
+        # a warm-up under no_grad alone would leave the timed run to compile again.
+        predictor = EnsemblePredictor(members, device=args.device, workers=args.workers, compile=args.compile)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            predictor.predict(
+                torch.rand(batch, 3, args.tile, args.tile, device=args.device).contiguous(
+                    memory_format=torch.channels_last
+                )
+            )
+        if args.compile:
+            print(f"compiling the members: {time.perf_counter() - t0:.0f} s", flush=True)
         if cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -257,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         times: list[float] = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            ours = run_ensemble(slide_path, members, options)
+            ours = run_ensemble(slide_path, predictor, options)
             times.append(time.perf_counter() - t0)
         t_ours = min(times)
         rss = peak_rss_mb()

@@ -12,6 +12,9 @@ case "$1" in
     ;;
   worker-gpu)
     # One process per GPU: models are built inside the worker process, after the fork.
+    # Batches of 64 tiles (benchmarks/bench_inference_large.py on an H200); INFERENCE_COMPILE=true
+    # compiles the members too (README: measured faster, not yet end to end in this image).
+    export INFERENCE_BATCH="${INFERENCE_BATCH:-64}"
     exec celery -A sua_portal worker -Q gpu -c 1 -n gpu@%h -l INFO
     ;;
   beat)

@@ -354,6 +354,19 @@ def test_lean_path_is_taken_by_eval_fcdensenets_only_and_gives_the_same_heatmaps
         np.testing.assert_allclose(getattr(lean, name), getattr(module_path, name), rtol=0, atol=1e-5)
 
 
+def test_compiled_members_give_the_eager_heatmaps(tissue_slide: Path) -> None:
+    # One tiny member, compiled by TorchInductor for the CPU (a C++ compiler; ~10 s here): the
+    # compiled forward is the module's, fused, so equal up to float rounding.
+    options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4, workers=1)
+    net = build_network("tiny", seed=4)
+    compiled = EnsemblePredictor([net], workers=1, compile=True)
+    assert compiled.lean == [False]  # a compiled member runs its module's forward
+    eager = run_ensemble(tissue_slide, EnsemblePredictor([net], workers=1, lean=False), options)
+    fused = run_ensemble(tissue_slide, compiled, options)
+    assert fused.tiles_processed == eager.tiles_processed > options.batch_size
+    np.testing.assert_allclose(fused.members, eager.members, rtol=0, atol=1e-4)
+
+
 def test_workers_are_checked_and_default_to_the_thread_budget() -> None:
     with pytest.raises(ValueError, match="workers"):
         EnsemblePredictor([RedChannel()], workers=0)

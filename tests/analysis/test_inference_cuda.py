@@ -88,3 +88,10 @@ def test_progress_reaches_one_and_a_cancel_on_the_gpu_stops_the_reader(tissue_li
         run_ensemble(tissue_like_slide, members(), options("cuda", batch_size=2), should_stop=stop)
     assert time.monotonic() - asked[-1] < 1.0
     assert not [t for t in threading.enumerate() if t.name.startswith(("tile-reader", "tile-decoder"))]
+
+
+def test_compiled_members_on_the_gpu_give_the_eager_heatmaps(tissue_like_slide: Path) -> None:
+    eager = run_ensemble(tissue_like_slide, members()[:1], options("cuda"))
+    compiled = run_ensemble(tissue_like_slide, members()[:1], options("cuda", compile=True))
+    tissue = eager.tissue
+    np.testing.assert_allclose(compiled.members[:, tissue], eager.members[:, tissue], rtol=0, atol=0.02)
