@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import large_image
 import numpy as np
 import pytest
+import tifffile
 from large_image.constants import TILE_FORMAT_NUMPY
 from PIL import Image
 
@@ -58,6 +60,85 @@ def test_an_interior_tile_is_large_images_own_jpeg(level: int, col: int, row: in
     # agree up to a little noise at colour edges.
     expected = np.asarray(source.getTile(col, row, z, format=TILE_FORMAT_NUMPY, numpyAllowed="always"))[:, :, :3]
     assert np.abs(np.asarray(_image(response).convert("RGB")).astype(int) - expected.astype(int)).mean() < 1.5
+
+
+def _write_jpeg_pyramid(path: Path, *, width: int = 300, height: int = 250, tile: int = 64) -> Path:
+    """A pyramid of complete YCbCr JPEG tiles, one page a level, as tifffile (and the synthetic slides) write it."""
+    rng = np.random.default_rng(3)
+    # Smooth colour fields with some texture: JPEG tiles of a few kilobytes, like tissue.
+    coarse = rng.integers(60, 250, (height // 25 + 2, width // 25 + 2, 3), dtype=np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
+    image = np.clip(image.astype(int) + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
+    levels = [image]
+    while max(levels[-1].shape[:2]) > tile:
+        levels.append(np.ascontiguousarray(levels[-1][::2, ::2]))
+    with tifffile.TiffWriter(path) as tw:
+        for i, level in enumerate(levels):
+            tw.write(level, tile=(tile, tile), photometric="rgb", compression="jpeg", compressionargs={"level": 85},
+                     subfiletype=1 if i else 0, resolution=(2e4 / 2**i, 2e4 / 2**i), resolutionunit="CENTIMETER",
+                     metadata=None)
+    return path
+
+
+def _stored_tile(path: Path, page: int, col: int, row: int) -> bytes:
+    with tifffile.TiffFile(path) as tif:
+        level = tif.pages[page]
+        assert isinstance(level, tifffile.TiffPage)
+        index = row * math.ceil(level.imagewidth / level.tilewidth) + col
+        tif.filehandle.seek(level.dataoffsets[index])
+        return bytes(tif.filehandle.read(level.databytecounts[index]))
+
+
+def test_a_tiff_of_complete_jpeg_tiles_serves_its_own_tiles_unchanged(
+    people: dict[str, Any], cohort: Any, add_slide: Any, api_for: Any, tmp_path: Path
+) -> None:
+    path = _write_jpeg_pyramid(tmp_path / "jpeg-tiles.tiff")
+    slide = add_slide(cohort, path=path)
+    assert slide.status == "ready", slide.failure_reason
+    client = api_for(people["pathologist"])
+    source = _source(slide)
+    # DZI level 9 is level 0 of the file (page 0), level 8 its page 1: interior tiles are the stored JPEGs,
+    # byte for byte, and show the pixels large-image decodes from them.
+    for level, page, col, row in [(9, 0, 1, 1), (9, 0, 3, 2), (8, 1, 0, 0), (8, 1, 1, 0)]:
+        response = _tile(client, slide, level, col, row)
+        assert response.status_code == 200 and response["Content-Type"] == "image/jpeg"
+        stored = _stored_tile(services.local_path(slide), page, col, row)
+        assert response.content == stored
+        reencoded = bytes(source.getTile(col, row, level - 6))
+        assert reencoded != stored  # large-image would have decoded and encoded the tile again
+        expected = np.asarray(source.getTile(col, row, level - 6, format=TILE_FORMAT_NUMPY,
+                                             numpyAllowed="always"))[:, :, :3]
+        shown = np.asarray(_image(response).convert("RGB")).astype(int)
+        assert shown.shape == (64, 64, 3) and np.abs(shown - expected.astype(int)).mean() < 1.5
+    # Edge tiles are still cut to the slide (a stored tile is a whole 64 x 64 square).
+    assert _image(_tile(client, slide, 9, 4, 3)).size == (300 - 4 * 64, 250 - 3 * 64)
+
+
+def test_stored_tiles_are_passed_through_only_where_each_is_a_complete_ycbcr_jpeg(
+    testdata: Path, tmp_path: Path
+) -> None:
+    # Deflate tiles (boxes.tiff) and JPEG tiles with shared tables (small.svs, which large-image passes
+    # through already) are left to large-image.
+    for name in ("boxes.tiff", "small.svs"):
+        zoom = tiles.DeepZoom(large_image.open(str(testdata / name)), testdata / name)
+        assert zoom.raw is None, name
+    # A stored tile that is not a whole JPEG (its end overwritten here) is not passed through: it is
+    # large-image's to read, which fails as it did before (the endpoint answers that as any unreadable
+    # tile), and the tiles beside it are still passed through.
+    path = _write_jpeg_pyramid(tmp_path / "cut.tiff")
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        assert isinstance(page, tifffile.TiffPage)
+        offset, count = int(page.dataoffsets[6]), int(page.databytecounts[6])  # tile (1, 1) of 5 across
+    with open(path, "r+b") as f:
+        f.seek(offset + count - 2)
+        f.write(b"\x00\x00")
+    zoom = tiles.DeepZoom(tiles.open_source(path), path)
+    assert zoom.raw is not None and sorted(zoom.raw.levels) == [0, 1, 2, 3]
+    assert zoom.raw.tile(3, 1, 1) is None
+    assert zoom.tile(9, 2, 1) == _stored_tile(path, 0, 2, 1)
+    with pytest.raises(tiles.SlideReadError, match="tile 9/1_1 cannot be read"):
+        zoom.tile(9, 1, 1)
 
 
 def test_an_edge_tile_is_large_images_tile_cut_to_the_slide(people: dict[str, Any], boxes: Any,
