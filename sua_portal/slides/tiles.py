@@ -30,6 +30,7 @@ from typing import Any
 
 import large_image
 import numpy as np
+import tifffile
 from large_image.constants import TILE_FORMAT_NUMPY
 from PIL import Image
 
@@ -259,8 +260,6 @@ class RawJPEGTiles:
     @classmethod
     def of(cls, path: Path | str, source: Any, tile_size: int) -> RawJPEGTiles | None:
         """The qualifying levels of the slide at ``path`` (None: none qualifies, or not a TIFF)."""
-        import tifffile
-
         try:
             with tifffile.TiffFile(str(path)) as tif:
                 pages = [level.pages[0] for level in tif.series[0].levels] if tif.series else []
