@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -347,15 +348,31 @@ def chromium_args(playwright_driver: Any) -> list[str]:
     if not Path("/proc").is_dir():  # no command lines to read (not Linux): Playwright's features alone
         return CHROMIUM_ARGS
     marker = "--sua-features-probe"  # a switch Chromium ignores, to tell the probe from other browsers
-    probe = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, marker])
     try:
-        theirs = [arg.split("=", 1)[1] for args in _own_processes_args()
-                  if marker in args and not any(a.startswith("--type=") for a in args)
-                  for arg in args if arg.startswith("--disable-features=")]
+        probe = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                  args=[*CHROMIUM_ARGS, marker])
+    except Exception as exc:  # the switch saves CPU only: never fail the browser tests over it
+        warnings.warn(f"Chromium's features not probed ({exc}); the omnibox popups stay on", stacklevel=1)
+        return CHROMIUM_ARGS
+    try:
+        # A set, read again until it holds one switch: a child the browser has forked but not yet exec'd
+        # would show the browser's own command line (the same switch twice), a command line being
+        # rewritten none. Once in about ten runs of the browser tests this fixture failed (every browser
+        # test of that pytest process errored; its message was not kept): whatever fails here now only
+        # leaves the popups on, with a warning.
+        for _ in range(50):
+            theirs = {arg.split("=", 1)[1] for args in _own_processes_args()
+                      if marker in args and not any(a.startswith("--type=") for a in args)
+                      for arg in args if arg.startswith("--disable-features=")}
+            if len(theirs) == 1:
+                break
+            time.sleep(0.1)
     finally:
         probe.close()
     if len(theirs) != 1:
-        raise RuntimeError(f"expected Playwright's one --disable-features switch on Chromium's command line, found {theirs}")
+        warnings.warn(f"expected Playwright's one --disable-features switch on Chromium's command line, found {theirs}; "
+                      "the omnibox popups stay on", stacklevel=1)
+        return CHROMIUM_ARGS
     features = ",".join([*theirs, *NO_OMNIBOX_POPUP])
     return [*CHROMIUM_ARGS, f"--disable-features={features}"]
 
