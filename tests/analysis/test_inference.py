@@ -24,7 +24,7 @@ from analysis.inference import (
     run_ensemble,
 )
 from analysis.io import read_heatmap, read_heatmap_tiff, write_heatmap_tiff
-from analysis.models import build_network
+from analysis.models import NetworkConfig, build_network
 from analysis.slide_io import level_shape, open_slide, read_region, tissue_mask
 from analysis.uncertainty import binary_entropy
 
@@ -355,10 +355,11 @@ def test_lean_path_is_taken_by_eval_fcdensenets_only_and_gives_the_same_heatmaps
 
 
 def test_compiled_members_give_the_eager_heatmaps(tissue_slide: Path) -> None:
-    # One tiny member, compiled by TorchInductor for the CPU (a C++ compiler; ~10 s here): the
-    # compiled forward is the module's, fused, so equal up to float rounding.
+    # One small FC-DenseNet (one pooling, a layer a block), compiled by TorchInductor for the CPU (a C++
+    # compiler): the compiled forward is the module's, fused, so equal up to float rounding. The "tiny"
+    # preset took 35 CPU-seconds to compile with a cold cache, this one a few.
     options = InferenceOptions(level_downsample=2, heatmap_downsample=4, tile_size=64, overlap=8, batch_size=4, workers=1)
-    net = build_network("tiny", seed=4)
+    net = build_network(NetworkConfig(initial_features=8, growth_rate=4, down_blocks=(1,), bottleneck_layers=1), seed=4)
     compiled = EnsemblePredictor([net], workers=1, compile=True)
     assert compiled.lean == [False]  # a compiled member runs its module's forward
     eager = run_ensemble(tissue_slide, EnsemblePredictor([net], workers=1, lean=False), options)
