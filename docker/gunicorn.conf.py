@@ -43,6 +43,25 @@ bench_tiles), which this table predates. With the floor so laid out, 4 x 8
 served 2026-12-03 within 0.7-1.8x of getTile's mean latency at 16 clients
 (bench_tiles' docstring has the runs).
 
+Measured again 2026-12-04, after tiles stored as complete JPEGs began to be passed through
+(a cold tile 0.85 -> 0.015 ms to read): ``--sweep`` on 2,000 tiles of the three finest levels of a
+98,000 x 8,192 band of the Camelyon-size slide, 16 clients, cold, one run each (the floor laid out
+as each configuration; its p50 swings, see bench_tiles, so the mean ratio is the one to read)::
+
+    workers  threads  p50 ms  p95 ms  mean ms  tiles/s  mean / floor  throughput / floor
+          1        4    10.2    13.6     10.3     1542         0.7x               1.42x
+          1        8    10.1    15.2     10.3     1546         0.7x               1.52x
+          1       16     9.7    15.1     10.0     1597         0.6x               1.66x
+          2        4     4.2    10.4      4.8     3301         0.5x               2.19x
+          2        8     3.9     9.4      4.5     3494         0.5x               2.13x
+          2       16     4.0     9.3      4.4     3555         0.5x               2.15x
+          4        4     4.0    10.3      4.6     3417         0.5x               1.98x
+          4        8     3.8    10.0      4.5     3457         0.5x               1.87x
+          4       16     3.8    10.9      4.6     3427         0.5x               1.92x
+
+One process is still held by its GIL; from one process per core on, every setting is within noise
+of the others (3.8-4.2 ms p50, 3,300-3,550 tiles/s), so the defaults stand.
+
 So: ``GUNICORN_WORKERS`` 2 x the cores this process may use, ``GUNICORN_THREADS`` 8.
 (On a shared machine more processes also win a larger share of the CPU from
 the other work, which flatters them; on a machine of its own, measure again.)
