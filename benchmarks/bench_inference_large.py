@@ -39,8 +39,8 @@ members, 8192 x 8192, 43 % of tiles touching tissue): naive 0.39 slide
 tiles/s, ours 1.68 (4.3x), ours' peak RSS 738 MB; projected to a
 Camelyon16-size slide: naive 1525 min, ours 355 min, peak RSS ~1.4 GB.
 
-Measured on a CUDA GPU (2026-12-04: one NVIDIA H200, 16 CPU cores; torch
-2.11 + CUDA 13.0, cuDNN 9.19), ``--device cuda --size 24576 24576
+Measured on a CUDA GPU (2026-12-04: one NVIDIA H200, 16 CPU cores; that
+machine's torch 2.11 + CUDA 13.0, cuDNN 9.19, not the project's pinned 2.13), ``--device cuda --size 24576 24576
 --breakdown``: 5 'paper' members (FC-DenseNet, 9.3 M parameters, 52 GFLOP a
 256 px tile), 1,024 tiles covering the slide, 367 touching tissue (36 %):
 naive 77.6 s (13.2 slide tiles/s), ours 2.98 s (344 slide tiles/s, 123

@@ -86,7 +86,7 @@ encodes those again, 0.85 ms a tile; reading one is 0.015 ms), p50 / mean ms::
       16     after    3.66 / 4.46     4.48 / 8.07                1.13 / 9.00      0.8x       0.6x       3493
 
 (ratios against getTile laid out as the server; against "per client" the
-p50 ratio is 3.1-3.2x, its mean ratio 0.5x).  The figures below are the
+p50 ratio is 3.0-3.2x, its mean ratio 0.5x).  The figures below are the
 code before that change.
 
 Measured 2026-12-03 on 2 cores shared with other work (load average 7-10

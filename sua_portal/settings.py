@@ -259,7 +259,8 @@ INFERENCE_BATCH = envint("INFERENCE_BATCH", 16)
 # most of every tile is cropped away again.
 INFERENCE_TILE = envint("INFERENCE_TILE", 256)
 # torch.compile the members of an inference run: 1.76x the members' tiles/s (5 paper members on an H200),
-# after about a minute compiling in each worker process; for GPU workers (needs a C compiler for Triton).
+# after about a minute compiling in each worker process; GPU workers only (ignored on the CPU, whose image
+# has no C compiler for TorchInductor; Triton on the GPU needs one too: docker/Dockerfile.gpu has it).
 INFERENCE_COMPILE = envbool("INFERENCE_COMPILE", False)
 # Threads torch may use in one worker process; a prefork pool has one process per core already.
 TORCH_THREADS = envint("TORCH_THREADS", 1)

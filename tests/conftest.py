@@ -348,27 +348,27 @@ def chromium_args(playwright_driver: Any) -> list[str]:
     if not Path("/proc").is_dir():  # no command lines to read (not Linux): Playwright's features alone
         return CHROMIUM_ARGS
     marker = "--sua-features-probe"  # a switch Chromium ignores, to tell the probe from other browsers
+    # Once in about ten runs of the browser tests this probe failed (every browser test of that pytest
+    # process errored; its message was not kept): whatever fails here now only leaves the popups on.
+    theirs: set[str] = set()
     try:
         probe = playwright_driver.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                   args=[*CHROMIUM_ARGS, marker])
+        try:
+            # A set, read again until it holds one switch: a child the browser has forked but not yet
+            # exec'd would show the browser's own command line (the switch twice), one being rewritten none.
+            for _ in range(50):
+                theirs = {arg.split("=", 1)[1] for args in _own_processes_args()
+                          if marker in args and not any(a.startswith("--type=") for a in args)
+                          for arg in args if arg.startswith("--disable-features=")}
+                if len(theirs) == 1:
+                    break
+                time.sleep(0.1)
+        finally:
+            probe.close()
     except Exception as exc:  # the switch saves CPU only: never fail the browser tests over it
         warnings.warn(f"Chromium's features not probed ({exc}); the omnibox popups stay on", stacklevel=1)
         return CHROMIUM_ARGS
-    try:
-        # A set, read again until it holds one switch: a child the browser has forked but not yet exec'd
-        # would show the browser's own command line (the same switch twice), a command line being
-        # rewritten none. Once in about ten runs of the browser tests this fixture failed (every browser
-        # test of that pytest process errored; its message was not kept): whatever fails here now only
-        # leaves the popups on, with a warning.
-        for _ in range(50):
-            theirs = {arg.split("=", 1)[1] for args in _own_processes_args()
-                      if marker in args and not any(a.startswith("--type=") for a in args)
-                      for arg in args if arg.startswith("--disable-features=")}
-            if len(theirs) == 1:
-                break
-            time.sleep(0.1)
-    finally:
-        probe.close()
     if len(theirs) != 1:
         warnings.warn(f"expected Playwright's one --disable-features switch on Chromium's command line, found {theirs}; "
                       "the omnibox popups stay on", stacklevel=1)

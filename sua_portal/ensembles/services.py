@@ -425,7 +425,7 @@ def infer(heatmap_id: int, *, heatmap_downsample: float | None = None, threads: 
         options = InferenceOptions(
             level_downsample=ensemble.level_downsample, heatmap_downsample=downsample,
             tile_size=ensemble.tile_size, overlap=settings.INFERENCE_OVERLAP, batch_size=settings.INFERENCE_BATCH,
-            device=device, compile=settings.INFERENCE_COMPILE,
+            device=device, compile=settings.INFERENCE_COMPILE and device == "cuda",  # CPU images have no compiler
         )
         result = run_ensemble(slide_path, members, options, progress=progress, should_stop=progress.should_stop)
         if progress.should_stop():

@@ -139,6 +139,11 @@ def test_stored_tiles_are_passed_through_only_where_each_is_a_complete_ycbcr_jpe
     assert zoom.tile(9, 2, 1) == _stored_tile(path, 0, 2, 1)
     with pytest.raises(tiles.SlideReadError, match="tile 9/1_1 cannot be read"):
         zoom.tile(9, 1, 1)
+    # One view (with its tables of stored tiles) per cached source, dropped with it.
+    kept = tiles.deep_zoom(path)
+    assert tiles.deep_zoom(path) is kept
+    tiles.forget_source(path)
+    assert tiles.deep_zoom(path) is not kept
 
 
 def test_an_edge_tile_is_large_images_tile_cut_to_the_slide(people: dict[str, Any], boxes: Any,
