@@ -262,8 +262,11 @@ class RawJPEGTiles:
         self.levels = levels
 
     @classmethod
-    def of(cls, path: Path | str, source: Any, tile_size: int) -> RawJPEGTiles | None:
-        """The qualifying levels of the slide at ``path`` (None: none qualifies, or not a TIFF)."""
+    def of(cls, path: Path | str, level_of: dict[tuple[int, int], int], tile_size: int) -> RawJPEGTiles | None:
+        """The qualifying levels of the slide at ``path`` (None: none qualifies, or not a TIFF).
+
+        ``level_of``: large-image's level of each (width, height) its pyramid has.
+        """
         try:
             with tifffile.TiffFile(str(path)) as tif:
                 pages = [level.pages[0] for level in tif.series[0].levels] if tif.series else []
@@ -272,7 +275,7 @@ class RawJPEGTiles:
                     if not isinstance(page, tifffile.TiffPage) or not _complete_jpeg_tiles(page, tile_size):
                         continue
                     height, width = int(page.imagelength), int(page.imagewidth)
-                    z = _large_image_level(source, width, height)
+                    z = level_of.get((width, height))
                     if z is not None:
                         across = math.ceil(width / tile_size)
                         offsets = np.asarray(page.dataoffsets, dtype=np.int64)
@@ -318,15 +321,6 @@ def _complete_jpeg_tiles(page: Any, tile_size: int) -> bool:
     )
 
 
-def _large_image_level(source: Any, width: int, height: int) -> int | None:
-    """The large-image level whose size is exactly ``width x height``, if any."""
-    for z in range(int(source.levels)):
-        scale = 2 ** (int(source.levels) - 1 - z)
-        if (math.ceil(source.sizeX / scale), math.ceil(source.sizeY / scale)) == (width, height):
-            return z
-    return None
-
-
 class DeepZoom:
     """The DeepZoom (DZI) pyramid of a large-image source, for OpenSeadragon.
 
@@ -349,7 +343,8 @@ class DeepZoom:
         self.max_level = max(0, math.ceil(math.log2(max(self.width, self.height))))
         self.offset = self.max_level - (source.levels - 1)
         # The file's own complete JPEG tiles, where it has them (read once, with the source).
-        self.raw = RawJPEGTiles.of(path, source, self.tile_size) if path is not None and self.square else None
+        level_of = {self.level_size(z + self.offset): z for z in range(int(source.levels))}
+        self.raw = RawJPEGTiles.of(path, level_of, self.tile_size) if path is not None and self.square else None
 
     def level_size(self, level: int) -> tuple[int, int]:
         scale = 2 ** (self.max_level - level)
