@@ -94,7 +94,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_inference import naive  # the same naive way as the small benchmark (a sibling script)
 
 from analysis import defaults
-from analysis.inference import EnsemblePredictor, InferenceOptions, _batches, plan_tiles, run_ensemble
+from analysis.inference import (
+    EnsemblePredictor,
+    InferenceOptions,
+    _batches,
+    check_tiling,
+    plan_tiles,
+    run_ensemble,
+)
 from analysis.models import build_network
 from analysis.slide_io import level_shape, open_slide
 
@@ -158,7 +165,12 @@ def decode_only_rate(slide_path: Path, options: InferenceOptions, tissue: np.nda
     slide = open_slide(slide_path)
     grid = plan_tiles(
         level_shape(slide, options.level_downsample),
-        factor=round(options.heatmap_downsample / options.level_downsample),
+        factor=check_tiling(
+            tile_size=options.tile_size,
+            overlap=options.overlap,
+            level_downsample=options.level_downsample,
+            heatmap_downsample=options.heatmap_downsample,
+        ),
         tile_size=options.tile_size,
         overlap=options.overlap,
         tissue=tissue,
@@ -202,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="runs of ours, the fastest reported (default 1, cuda 2: the first tunes cuDNN for the last batch's size)",
     )
-    parser.add_argument("--compile", action="store_true", help="ours with torch.compile'd members (compiled in the warm-up)")
+    parser.add_argument(
+        "--compile", action="store_true", help="ours with torch.compile'd members (compiled in the warm-up)"
+    )
     parser.add_argument("--skip-naive", action="store_true", help="ours only (a second run on a kept slide)")
     parser.add_argument(
         "--breakdown",
